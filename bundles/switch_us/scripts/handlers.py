@@ -1,0 +1,289 @@
+# Copyright (c) 2026 ssl-monai-bundles contributors
+# SPDX-License-Identifier: Apache-2.0
+"""Handlers of the Switch bundle: EMA teacher, Frequency Domain Switch and stage-aware checkpoints."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from monai.utils import IgniteInfo, min_version, optional_import
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from .trainer import FDS_LABELED, FDS_UNLABELED, UNLABELED, StageEvents
+from .transforms import amplitude_swap
+
+Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
+if TYPE_CHECKING:
+    from ignite.engine import Engine
+else:
+    Engine, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine", as_type="decorator")
+
+__all__ = ["EMATeacher", "FrequencyDomainSwitch", "ProgressLogger", "StageCheckpoint", "atomic_save"]
+
+
+def _unwrap(network: torch.nn.Module) -> torch.nn.Module:
+    """The module inside a DistributedDataParallel/DataParallel wrapper, else the network itself."""
+    return getattr(network, "module", network)
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` to a temporary file then rename: a crash while saving leaves the old file intact."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+class EMATeacher:
+    """Exponential-moving-average teacher of the self-training stage (built on ``torch.optim.swa_utils``).
+
+    At :attr:`StageEvents.SELFTRAIN_STARTED` the teacher becomes a copy of the student; after every
+    self-training iteration its parameters are updated as ``theta_T <- decay * theta_T + (1 - decay) *
+    theta_S`` and its BatchNorm buffers are copied from the student.
+
+    Args:
+        network: the student network.
+        decay: EMA decay (0.99).
+        train_mode: produce pseudo-labels with the teacher in train mode (dropout and batch statistics
+            active), as the Switch reference code does; False (default) uses eval mode.
+    """
+
+    def __init__(self, network: torch.nn.Module, decay: float = 0.99, train_mode: bool = False) -> None:
+        if not 0.0 <= decay <= 1.0:
+            raise ValueError(f"decay must be in [0, 1], got {decay}.")
+        self.student = network
+        self.decay = float(decay)
+        self.train_mode = bool(train_mode)
+        self.model = AveragedModel(_unwrap(network), multi_avg_fn=get_ema_multi_avg_fn(self.decay), use_buffers=False)
+        self.model.requires_grad_(False)
+        self.logger = logging.getLogger(__name__)
+
+    def attach(self, engine: Engine) -> None:
+        if not engine.has_event_handler(self.reset, StageEvents.SELFTRAIN_STARTED):
+            engine.add_event_handler(StageEvents.SELFTRAIN_STARTED, self.reset)
+        if not engine.has_event_handler(self, Events.ITERATION_COMPLETED):
+            engine.add_event_handler(Events.ITERATION_COMPLETED, self)
+
+    def reset(self, engine: Engine | None = None) -> None:
+        """Make the teacher an exact copy of the student (parameters and buffers)."""
+        self.model.module.load_state_dict(_unwrap(self.student).state_dict())
+        self.model.n_averaged.fill_(1)
+        self.logger.info("EMA teacher initialised from the student.")
+
+    def __call__(self, engine: Engine) -> None:
+        if getattr(engine, "stage", "selftrain") != "selftrain":
+            return
+        student = _unwrap(self.student)
+        self.model.update_parameters(student)
+        for t, s in zip(self.model.module.buffers(), student.buffers()):
+            t.copy_(s)
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Teacher logits for ``x`` (no gradient)."""
+        self.model.train(self.train_mode)
+        with torch.no_grad():
+            return self.model(x)
+
+    def state_dict(self) -> dict:
+        return self.model.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state)
+
+
+class FrequencyDomainSwitch:
+    """Frequency Domain Switch: swap the low-frequency amplitude of paired labelled/unlabelled images.
+
+    During self-training, before each iteration, it adds ``image_fds`` and ``unlabeled_image_fds`` to the
+    batch: image ``k`` of the labelled stream and image ``k`` of the unlabelled stream exchange the
+    amplitude spectrum inside a centred square of side ``floor(size * beta)`` and keep their own phase
+    (see :func:`scripts.transforms.amplitude_swap`).
+
+    Args:
+        beta: relative side of the swapped low-frequency square (0.0175: 4 px at 256).
+    """
+
+    def __init__(self, beta: float = 0.0175) -> None:
+        if not 0.0 <= beta <= 1.0:
+            raise ValueError(f"beta must be in [0, 1], got {beta}.")
+        self.beta = float(beta)
+
+    def attach(self, engine: Engine) -> None:
+        if not engine.has_event_handler(self, Events.ITERATION_STARTED):
+            engine.add_event_handler(Events.ITERATION_STARTED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        if getattr(engine, "stage", "selftrain") != "selftrain":
+            return
+        batch = engine.state.batch
+        if UNLABELED not in batch:
+            raise KeyError(f"FrequencyDomainSwitch needs the unlabelled stream ('{UNLABELED}') in the batch.")
+        xl, xu = batch["image"], batch[UNLABELED]
+        n = min(xl.shape[0], xu.shape[0])
+        batch[FDS_LABELED], batch[FDS_UNLABELED] = amplitude_swap(xl[:n], xu[:n], self.beta)
+
+
+class StageCheckpoint:
+    """Best-validation checkpoints per training stage, and the hand-over between stages.
+
+    After each validation run of ``validator`` it saves the student's weights when the key metric improved
+    within the current stage: ``model_pretrain.pt`` during pre-training and ``model.pt`` (the bundle's
+    deployable weights, ``{"model": state_dict}``) during self-training. At
+    :attr:`StageEvents.PRETRAIN_COMPLETED` it restores the best pre-training student, optimiser state
+    included (as the Switch reference does), and resets the learning rate to its initial value.
+
+    Args:
+        validator: the evaluator run by ``ValidationHandler``.
+        network: the student network.
+        optimizer: the student's optimizer.
+        save_dir: folder of the checkpoints.
+        metric_name: the validator metric to maximise.
+        filename: weights of the final stage.
+        pretrain_filename: weights of the pre-training stage.
+    """
+
+    def __init__(
+        self,
+        validator: Engine,
+        network: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        save_dir: str,
+        metric_name: str = "val_mean_dice",
+        filename: str = "model.pt",
+        pretrain_filename: str = "model_pretrain.pt",
+    ) -> None:
+        self.validator = validator
+        self.network = network
+        self.optimizer = optimizer
+        self.save_dir = Path(save_dir)
+        self.metric_name = metric_name
+        self.filenames = {"pretrain": pretrain_filename, "selftrain": filename}
+        self.best: dict[str, dict] = {}
+        self._pretrain_state: dict | None = None
+        self._trainer: Engine | None = None
+        self.logger = logging.getLogger(__name__)
+
+    def attach(self, engine: Engine) -> None:
+        self._trainer = engine
+        if not self.validator.has_event_handler(self.validation_completed, Events.COMPLETED):
+            self.validator.add_event_handler(Events.COMPLETED, self.validation_completed)
+        if not engine.has_event_handler(self.restore_pretrain, StageEvents.PRETRAIN_COMPLETED):
+            engine.add_event_handler(StageEvents.PRETRAIN_COMPLETED, self.restore_pretrain)
+        if not engine.has_event_handler(self.completed, Events.COMPLETED):
+            engine.add_event_handler(Events.COMPLETED, self.completed)
+
+    def validation_completed(self, validator: Engine) -> None:
+        trainer = self._trainer
+        if trainer is None:
+            return
+        value = validator.state.metrics.get(self.metric_name)
+        if value is None or value != value:  # missing or NaN
+            return
+        stage = getattr(trainer, "stage", "selftrain")
+        best = self.best.get(stage)
+        if best is not None and value <= best["value"]:
+            return
+        self.best[stage] = {"value": float(value), "iteration": int(trainer.state.iteration)}
+        net = _unwrap(self.network)
+        atomic_save({"model": net.state_dict()}, self.save_dir / self.filenames[stage])
+        if stage == "pretrain":
+            self._pretrain_state = {
+                "model": copy.deepcopy(net.state_dict()),
+                "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+            }
+        self.logger.info(
+            f"new best {self.metric_name} of the {stage} stage: {value:.4f} at iteration "
+            f"{trainer.state.iteration}, saved {self.save_dir / self.filenames[stage]}"
+        )
+
+    def restore_pretrain(self, engine: Engine) -> None:
+        state = self._pretrain_state
+        if state is None:
+            path = self.save_dir / self.filenames["pretrain"]
+            if not path.exists():
+                self.logger.warning("no validated pre-training checkpoint: self-training starts from the last weights.")
+                return
+            state = {"model": torch.load(path, map_location="cpu", weights_only=True)["model"]}
+        _unwrap(self.network).load_state_dict(state["model"])
+        if "optimizer" in state:
+            self.optimizer.load_state_dict(state["optimizer"])
+        for group in self.optimizer.param_groups:
+            group["lr"] = group.get("initial_lr", group["lr"])
+        best = self.best.get("pretrain", {})
+        self.logger.info(f"self-training starts from the best pre-training weights {best or ''}.")
+
+    def completed(self, engine: Engine) -> None:
+        """Without a validated self-training checkpoint, the best pre-training weights are the model."""
+        final = self.save_dir / self.filenames["selftrain"]
+        pre = self.save_dir / self.filenames["pretrain"]
+        if not final.exists() and pre.exists():
+            atomic_save(torch.load(pre, map_location="cpu", weights_only=True), final)
+        elif not final.exists():
+            atomic_save({"model": _unwrap(self.network).state_dict()}, final)
+            self.logger.warning(f"no validation metric was recorded: saved the last weights as {final}.")
+
+    def state_dict(self) -> dict:
+        return {"best": self.best}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best = dict(state.get("best", {}))
+
+
+class ProgressLogger:
+    """Log progress of a long run every ``interval`` iterations: position, losses, speed and ETA.
+
+    Works for trainers (loss entries of ``engine.state.output``) and evaluators alike.
+
+    Args:
+        interval: iterations between two log lines.
+        name: a label for the log lines (e.g. ``train``, ``test``).
+    """
+
+    def __init__(self, interval: int = 50, name: str = "train") -> None:
+        if interval < 1:
+            raise ValueError(f"interval must be >= 1, got {interval}.")
+        self.interval = int(interval)
+        self.name = name
+        self.logger = logging.getLogger(__name__)
+        self._t0 = 0.0
+        self._it0 = 0
+
+    def attach(self, engine: Engine) -> None:
+        if not engine.has_event_handler(self.started, Events.STARTED):
+            engine.add_event_handler(Events.STARTED, self.started)
+            engine.add_event_handler(Events.ITERATION_COMPLETED, self)
+
+    def started(self, engine: Engine) -> None:
+        import time  # noqa: PLC0415
+
+        self._t0, self._it0 = time.perf_counter(), engine.state.iteration
+
+    def __call__(self, engine: Engine) -> None:
+        import time  # noqa: PLC0415
+
+        it = engine.state.iteration
+        total = (engine.state.epoch_length or 0) * engine.state.max_epochs
+        if it % self.interval and it != total:
+            return
+        done = it - self._it0
+        rate = (time.perf_counter() - self._t0) / max(done, 1)
+        eta = rate * max(total - it, 0)
+        out = engine.state.output if isinstance(engine.state.output, dict) else {}
+        losses = " ".join(
+            f"{k} {float(v):.4f}" for k, v in out.items() if k.startswith("loss") and isinstance(v, (float, torch.Tensor))
+        )
+        stage = f" [{out['stage']}]" if "stage" in out else ""
+        lr = ""
+        opt = getattr(engine, "optimizer", None)
+        if opt is not None:
+            lr = f" lr {opt.param_groups[0]['lr']:.3g}"
+        self.logger.info(
+            f"{self.name}{stage} iteration {it}/{total} ({100.0 * it / max(total, 1):.1f}%) {losses}{lr} "
+            f"{rate:.2f} s/it, ETA {int(eta // 3600)}h{int(eta % 3600 // 60):02d}m{int(eta % 60):02d}s"
+        )
