@@ -31,6 +31,11 @@ def _unwrap(network: torch.nn.Module) -> torch.nn.Module:
     return getattr(network, "module", network)
 
 
+def is_main_process() -> bool:
+    """True outside distributed runs and on rank 0 of a distributed run."""
+    return not (torch.distributed.is_available() and torch.distributed.is_initialized()) or torch.distributed.get_rank() == 0
+
+
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save`` to a temporary file then rename: a crash while saving leaves the old file intact."""
     path = Path(path)
@@ -191,7 +196,8 @@ class StageCheckpoint:
             return
         self.best[stage] = {"value": float(value), "iteration": int(trainer.state.iteration)}
         net = _unwrap(self.network)
-        atomic_save({"model": net.state_dict()}, self.save_dir / self.filenames[stage])
+        if is_main_process():
+            atomic_save({"model": net.state_dict()}, self.save_dir / self.filenames[stage])
         if stage == "pretrain":
             self._pretrain_state = {
                 "model": copy.deepcopy(net.state_dict()),
@@ -220,6 +226,8 @@ class StageCheckpoint:
 
     def completed(self, engine: Engine) -> None:
         """Without a validated self-training checkpoint, the best pre-training weights are the model."""
+        if not is_main_process():
+            return
         final = self.save_dir / self.filenames["selftrain"]
         pre = self.save_dir / self.filenames["pretrain"]
         if not final.exists() and pre.exists():
@@ -269,7 +277,7 @@ class ProgressLogger:
 
         it = engine.state.iteration
         total = (engine.state.epoch_length or 0) * engine.state.max_epochs
-        if it % self.interval and it != total:
+        if (it % self.interval and it != total) or not is_main_process():
             return
         done = it - self._it0
         rate = (time.perf_counter() - self._t0) / max(done, 1)
