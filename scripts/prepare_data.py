@@ -407,7 +407,7 @@ def validate_splits(assignment: dict[str, list[str]], *, shared_eval: bool = Fal
 
 
 def _prepare_output(output: str | Path | None, sources: Sequence[Path], overwrite: bool) -> Path:
-    """Create the output folder; refuse a non-empty one (unless ``overwrite``) or one overlapping a source."""
+    """Check the output folder; refuse a non-empty one (unless ``overwrite``) or one overlapping a source."""
     if output is None or str(output) == "":
         raise DatasetPreparationError("no --output folder given")
     out = Path(output).expanduser().resolve()
@@ -420,9 +420,30 @@ def _prepare_output(output: str | Path | None, sources: Sequence[Path], overwrit
         if not overwrite:
             raise _error(out, "output folder is not empty (pass --overwrite True to write into it)")
         LOG.warning("%s: writing into a non-empty folder (files of the same name are replaced)", out)
-    (out / "images").mkdir(parents=True, exist_ok=True)
-    (out / "labels").mkdir(parents=True, exist_ok=True)
     return out
+
+
+def _write_with_cleanup(write: Callable[[], dict[str, dict[str, str]]], out: Path) -> dict[str, dict[str, str]]:
+    """Run a writer into ``out/images`` and ``out/labels``; on failure remove only what this run created.
+
+    Files and folders that existed before the run are never deleted, so a failed run leaves the
+    output folder as it was (and can be retried without ``--overwrite``).
+    """
+    folders = [out, out / "images", out / "labels"]
+    new_folders = [folder for folder in folders if not folder.exists()]
+    before = {p for folder in folders[1:] if folder.is_dir() for p in folder.iterdir()}
+    for folder in folders[1:]:
+        folder.mkdir(parents=True, exist_ok=True)
+    try:
+        return write()
+    except BaseException:
+        for folder in folders[1:]:
+            for path in set(folder.iterdir()) - before:
+                path.unlink()
+        for folder in reversed(new_folders):
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        raise
 
 
 def _assign(items: list[Item], assignment: dict[str, list[str]]) -> dict[str, list[Item]]:
@@ -467,11 +488,11 @@ def write_2d(items: list[Item], out: Path, num_classes: int, log_every: int = 50
     for done, item in enumerate(items, 1):
         image, label = item.read()
         entry = {"image": f"images/{item.uid}.png"}
-        Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8), mode="L").save(out / entry["image"])
+        Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8)).save(out / entry["image"])
         if label is not None:
             _check_label(item, image.shape, label, num_classes)
             entry["label"] = f"labels/{item.uid}.png"
-            Image.fromarray(np.ascontiguousarray(label, dtype=np.uint8), mode="L").save(out / entry["label"])
+            Image.fromarray(np.ascontiguousarray(label, dtype=np.uint8)).save(out / entry["label"])
         written[item.uid] = entry
         _progress(done, len(items), log_every)
     return written
@@ -574,7 +595,7 @@ def _run(
         raise DatasetPreparationError("the labelled list is empty")
     LOG.info("converting %d %dD images into %s", len(todo), meta.dimensions, out)
     writer = write_2d if meta.dimensions == 2 else write_3d
-    written = writer(todo, out, num_classes, log_every)
+    written = _write_with_cleanup(functools.partial(writer, todo, out, num_classes, log_every), out)
     return _finish(out, meta, by_list, written, split)
 
 
@@ -588,6 +609,11 @@ def _seeded_split_meta(
         "group_by": group_by,
         "ratios": {"labeled": labeled_ratio, "validation": val_ratio, "test": test_ratio},
     }
+
+
+def _eval_ratios(used: bool, val_ratio: float, test_ratio: float) -> dict[str, float | None]:
+    """The ``split.ratios`` of a list-based split: the evaluation ratios only when a seeded split used them."""
+    return {"labeled": None, "validation": val_ratio if used else None, "test": test_ratio if used else None}
 
 
 def _require_items(items: list[Item], source: Path) -> None:
@@ -1263,7 +1289,7 @@ def la(
         "method": f"given lists; labelled = first {num_labeled} of {label_file.name}; unlabelled = training list minus labelled",
         "seed": seed,
         "group_by": "patient",
-        "ratios": {"labeled": None, "validation": None, "test": None},
+        "ratios": _eval_ratios("split" in notes.values(), val_ratio, test_ratio),
         **notes,
     }
     return _run(items, assignment, out=out, meta=meta, split=split, num_classes=2, log_every=log_every)
@@ -1493,7 +1519,7 @@ def acdc(
         "method": method,
         "seed": seed,
         "group_by": "patient",
-        "ratios": {"labeled": None, "validation": val_ratio, "test": test_ratio} if ratios_used else None,
+        "ratios": _eval_ratios(ratios_used, val_ratio, test_ratio),
         "labeled_patients": labelled,
         **notes,
     }

@@ -569,6 +569,7 @@ def test_error_label_values_3d(acdc_root: Path, tmp_path: Path) -> None:
         handle["label"] = np.full((3, 6, 5), 7, np.uint8)
     with pytest.raises(Error, match=r"patient011_frame01\.h5: label values \[7\] outside the declared classes 0\.\.3"):
         pdt.acdc(str(acdc_root), str(tmp_path / "a"))
+    assert not (tmp_path / "a").exists()  # a failed run removes what it wrote, so it can be retried
 
 
 def test_error_unreadable_h5(acdc_root: Path, tmp_path: Path) -> None:
@@ -674,6 +675,12 @@ def test_real_data(real_data: Path, tmp_path: Path, command: str) -> None:
             label = np.asarray(nib.load(label_path).dataobj)
             assert nib.load(image_path).shape == label.shape
         assert label.dtype == np.uint8 and label.max() < num_classes and label.max() >= 1
+    from monai.data import load_decathlon_datalist
+
+    for key in [k for k in pdt.LIST_KEYS if dl[k]]:  # MONAI 1.6 raises IndexError on an empty "test" list
+        loaded = load_decathlon_datalist(str(path), is_segmentation=key != "unlabeled", data_list_key=key)
+        assert len(loaded) == dl["split"]["counts"][key]
+        assert all(Path(e["image"]).is_file() for e in loaded)
     if command == "hc18":
         assert all(len(e["spacing"]) == 2 and 0.05 < e["spacing"][0] < 0.3 for e in dl["labeled"])
     if command == "la":
