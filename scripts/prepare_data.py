@@ -351,31 +351,36 @@ def _split_eval(
         LOG.warning("%s: no validation or test list found; both stay empty", what)
         return [], [], notes
     if test is None:
-        mode, have, missing, other = test_from, val, "test", "val"
+        option, mode, have, missing, other = "test_from", test_from, val, "test", "val"
     else:
-        mode, have, missing, other = val_from, test, "validation", "test"
+        option, mode, have, missing, other = "val_from", val_from, test, "validation", "test"
     if mode == "none":
         LOG.warning(
-            "%s: no %s list found; it stays empty (use --%s_from %s or split to fill it)",
-            what,
-            missing,
-            "test" if missing == "test" else "val",
-            other,
+            "%s: no %s list found; it stays empty (use --%s %s or split to fill it)", what, missing, option, other
         )
         filled: list[str] = []
     elif mode == "split":
-        share = test_ratio / (val_ratio + test_ratio) if missing == "test" else val_ratio / (val_ratio + test_ratio)
+        if val_ratio + test_ratio <= 0 or len(have) < 2:
+            raise DatasetPreparationError(
+                f"{what}: cannot split {len(have)} evaluation case(s) with val_ratio={val_ratio}, test_ratio={test_ratio}"
+            )
+        share = (test_ratio if missing == "test" else val_ratio) / (val_ratio + test_ratio)
         order = [have[i] for i in np.random.default_rng(seed).permutation(len(have))]
         n_move = min(max(_round_half_up(share * len(order)), 1), len(order) - 1)
-        if n_move < 1:
-            raise DatasetPreparationError(
-                f"{what}: cannot split {len(have)} evaluation case(s) into validation and test"
-            )
         filled, have = sorted(order[:n_move]), sorted(order[n_move:])
-        notes[f"{'test' if missing == 'test' else 'val'}_from"] = "split"
+        notes[option] = "split"
+        LOG.info(
+            "%s: no %s list found; %d of the %d %s cases moved to it (seed %d)",
+            what,
+            missing,
+            n_move,
+            len(order),
+            other,
+            seed,
+        )
     else:
         filled = list(have)
-        notes[f"{'test' if missing == 'test' else 'val'}_from"] = other
+        notes[option] = other
         LOG.warning("%s: no %s list found; reusing the %s cases for it", what, missing, other)
     return (have, filled, notes) if missing == "test" else (filled, have, notes)
 
@@ -771,6 +776,7 @@ def ddti(
         if not mask.exists():
             raise _error(image, f"image without its mask (expected {mask})")
         case = image.stem.split("_", 1)[0]
+        case = str(int(case)) if case.isdigit() else case  # "007" and "7" are one patient
         uid = _safe_id(image.stem.replace("(", "_").replace(")", ""))
         items.append(Item(uid, case, image, functools.partial(_read_image_and_masks, image, [mask]), label=mask))
     _require_items(items, images_dir)
