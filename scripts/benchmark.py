@@ -1,0 +1,250 @@
+# Copyright (c) 2026 ssl-monai-bundles contributors
+# SPDX-License-Identifier: Apache-2.0
+"""Speed and memory of each workflow, at the published and the demo settings, in fp32 and AMP.
+
+Each measurement runs in its own subprocess (so the peak resident memory belongs to that workflow alone),
+times ``repeats`` iterations after ``warmup`` ones on synthetic inputs of the published shapes, and reports
+the median seconds per iteration (or per image / volume for inference) and the peak memory (resident set on
+CPU, ``max_memory_allocated`` on CUDA).
+
+Usage (from the repository root)::
+
+    python scripts/benchmark.py run                                  # every workflow, CPU, 2 threads
+    python scripts/benchmark.py run --workflows switch,bcp --settings published --precisions amp
+    python scripts/benchmark.py one switch published amp             # a single measurement, printed as JSON
+
+Writes ``benchmarks/results.json`` and ``benchmarks/results.md`` (``--output`` to change the folder).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import fire
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+logger = logging.getLogger("benchmark")
+
+# workflow -> (bundle, description)
+WORKFLOWS = {
+    "switch": ("switch_us", "Switch self-training iteration"),
+    "bcp": ("switch_us", "BCP self-training iteration"),
+    "supervised": ("switch_us", "supervised iteration"),
+    "infer2d": ("switch_us", "2D inference per image"),
+    "crossmatch_la": ("crossmatch_3d", "CrossMatch LA iteration"),
+    "crossmatch_acdc": ("crossmatch_3d", "CrossMatch ACDC iteration"),
+    "la_window_default": ("crossmatch_3d", "LA sliding window (default overlap) per volume"),
+    "la_window_paper": ("crossmatch_3d", "LA sliding window (paper stride 18,18,4) per volume"),
+}
+SETTINGS = {
+    # published: the papers' batch and image sizes; demo: what the demo overlays train with
+    "switch": {"published": {"batch": 8, "size": 256}, "demo": {"batch": 4, "size": 128}},
+    "bcp": {"published": {"batch": 8, "size": 256}, "demo": {"batch": 4, "size": 128}},
+    "supervised": {"published": {"batch": 8, "size": 256}, "demo": {"batch": 4, "size": 128}},
+    "infer2d": {"published": {"batch": 1, "size": 256}, "demo": {"batch": 1, "size": 128}},
+    "crossmatch_la": {"published": {"batch": 2, "patch": (112, 112, 80)}, "demo": {"batch": 2, "patch": (64, 64, 48)}},
+    "crossmatch_acdc": {"published": {"batch": 12, "size": 256}, "demo": {"batch": 6, "size": 128}},
+    "la_window_default": {"published": {"volume": (175, 132, 88), "patch": (112, 112, 80)}, "demo": {"volume": (96, 96, 64), "patch": (64, 64, 48)}},
+    "la_window_paper": {"published": {"volume": (175, 132, 88), "patch": (112, 112, 80)}, "demo": {"volume": (96, 96, 64), "patch": (64, 64, 48)}},
+}
+
+
+def _import_bundle(name: str):
+    for mod in [m for m in sys.modules if m == "scripts" or m.startswith("scripts.")]:
+        del sys.modules[mod]
+    sys.path.insert(0, str(REPO / "bundles" / name))
+    return importlib.import_module("scripts")
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def _time(step: Callable[[], None], warmup: int, repeats: int, device: torch.device) -> list[float]:
+    times = []
+    for i in range(warmup + repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    return times
+
+
+def _switch_like(workflow: str, cfg: dict, amp: bool, device: torch.device):
+    _import_bundle("switch_us")
+    from scripts.handlers import EMATeacher, FrequencyDomainSwitch
+    from scripts.networks import UNet2D
+    from scripts.trainer import BCPTrainer, SupervisedBaselineTrainer, SwitchTrainer
+
+    b, s = cfg["batch"], cfg["size"]
+    net = UNet2D(projector=workflow == "switch").to(device)
+    opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4)
+    teacher = EMATeacher(net)
+    cls = {"switch": SwitchTrainer, "bcp": BCPTrainer, "supervised": SupervisedBaselineTrainer}[workflow]
+    extra = {"coarse_size": s // 2, "fine_size": s // 8} if workflow == "switch" else {}
+    handlers = [teacher, FrequencyDomainSwitch()] if workflow == "switch" else [teacher] if workflow == "bcp" else []
+    trainer = cls(device=device, max_epochs=1, epoch_length=1, train_data_loader=[{}], network=net, optimizer=opt,
+                  teacher=teacher if handlers else None, pretrain_iterations=0, amp=amp, channels_last=amp,
+                  train_handlers=handlers, **extra)
+    label = (torch.rand(b, 1, s, s) > 0.7).float()
+    batch = {"image": torch.rand(b, 1, s, s), "label": label, "unlabeled_image": torch.rand(b, 1, s, s)}
+    trainer.state.iteration = 1
+    teacher.reset()
+    fds = FrequencyDomainSwitch()
+
+    def step() -> None:
+        data = dict(batch)
+        trainer.state.batch = data
+        if workflow == "switch":
+            fds(trainer)
+        trainer._iteration(trainer, data)
+        if workflow != "supervised":
+            teacher(trainer)
+
+    return step, {"amp_dtype": str(trainer.amp_dtype), "unit": "s/iteration"}
+
+
+def _infer2d(cfg: dict, amp: bool, device: torch.device):
+    _import_bundle("switch_us")
+    from scripts.inferers import AmpInferer
+    from scripts.networks import UNet2D
+
+    net = UNet2D(projector=False).to(device).eval()
+    if amp:
+        net = net.to(memory_format=torch.channels_last)
+    inferer = AmpInferer(amp=amp, channels_last=amp)
+    x = torch.rand(cfg["batch"], 1, cfg["size"], cfg["size"], device=device)
+
+    def step() -> None:
+        with torch.no_grad():
+            torch.softmax(inferer(x, net), 1).argmax(1)
+
+    return step, {"unit": "s/image"}
+
+
+def _crossmatch(workflow: str, cfg: dict, amp: bool, device: torch.device):
+    scripts = _import_bundle("crossmatch_3d")
+    bench = importlib.import_module("scripts.benchmarks")  # the bundle's own benchmark steps
+    del scripts
+    return bench.make_step(workflow, cfg, amp=amp, device=device)
+
+
+def one(workflow: str, setting: str = "published", precision: str = "amp", device: str | None = None,
+        threads: int = 2, warmup: int = 2, repeats: int = 5) -> None:
+    """Measure one workflow at one setting and precision in this process and print its JSON record."""
+    print(json.dumps(measure(workflow, setting, precision, device, threads, warmup, repeats)))  # noqa: T201
+
+
+def measure(workflow: str, setting: str = "published", precision: str = "amp", device: str | None = None,
+            threads: int = 2, warmup: int = 2, repeats: int = 5) -> dict:
+    """Measure one workflow at one setting and precision in this process and return its record."""
+    if workflow not in WORKFLOWS:
+        raise ValueError(f"unknown workflow {workflow!r}; choose from {', '.join(WORKFLOWS)}")
+    if setting not in ("published", "demo"):
+        raise ValueError(f"setting must be 'published' or 'demo', got {setting!r}")
+    torch.set_num_threads(int(threads))
+    torch.manual_seed(0)
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    cfg = SETTINGS[workflow][setting]
+    amp = precision == "amp"
+    if workflow in ("switch", "bcp", "supervised"):
+        step, info = _switch_like(workflow, cfg, amp, dev)
+    elif workflow == "infer2d":
+        step, info = _infer2d(cfg, amp, dev)
+    else:
+        step, info = _crossmatch(workflow, cfg, amp, dev)
+    times = _time(step, warmup, repeats, dev)
+    record = {
+        "workflow": workflow,
+        "description": WORKFLOWS[workflow][1],
+        "setting": setting,
+        "shape": {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()},
+        "precision": precision,
+        "device": str(dev),
+        "threads": int(threads),
+        "median_s": statistics.median(times),
+        "min_s": min(times),
+        "times_s": times,
+        "peak_memory_mb": _peak_memory_mb(dev),
+        **info,
+    }
+    return record
+
+
+def _machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = f", {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
+    return f"{cpu}, {os.cpu_count()} cores{gpu}, torch {torch.__version__}"
+
+
+def run(workflows: str = "all", settings: str = "published,demo", precisions: str = "amp,fp32", device: str | None = None,
+        threads: int = 2, warmup: int = 2, repeats: int = 5, output: str = "benchmarks", timeout: int = 1800) -> None:
+    """Measure several workflows, each in a subprocess; write ``<output>/results.json`` and ``results.md``."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    names = list(WORKFLOWS) if workflows == "all" else [w.strip() for w in str(workflows).split(",")]
+    records = []
+    for w in names:
+        for s in str(settings).split(","):
+            for p in str(precisions).split(","):
+                cmd = [sys.executable, __file__, "one", w, s, p, f"--threads={threads}", f"--warmup={warmup}",
+                       f"--repeats={repeats}"] + ([f"--device={device}"] if device else [])
+                logger.info(f"measuring {w} {s} {p} ...")
+                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+                lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+                if proc.returncode != 0 or not lines:
+                    logger.error(f"{w} {s} {p} failed:\n{proc.stderr[-2000:]}")
+                    continue
+                rec = json.loads(lines[-1])
+                logger.info(f"  {rec['median_s']:.3f} {rec['unit']}, peak {rec['peak_memory_mb']:.0f} MB")
+                records.append(rec)
+    out = Path(output)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {"machine": _machine(), "threads": threads, "date": time.strftime("%Y-%m-%d")}
+    (out / "results.json").write_text(json.dumps({"meta": meta, "results": records}, indent=2))
+    (out / "results.md").write_text(to_markdown(records, meta))
+    logger.info(f"wrote {out / 'results.json'} and {out / 'results.md'}")
+
+
+def to_markdown(records: list[dict], meta: dict) -> str:
+    """A Markdown table of benchmark records."""
+    lines = [
+        f"Measured on {meta['machine']} with {meta['threads']} threads ({meta['date']}).",
+        "",
+        "| workflow | setting | shape | precision | median | peak memory |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in records:
+        shape = ", ".join(f"{k} {v}" for k, v in r["shape"].items())
+        prec = r["precision"] + (f" ({r['amp_dtype'].replace('torch.', '')})" if r.get("amp_dtype") not in (None, "None") else "")
+        lines.append(f"| {r['description']} | {r['setting']} | {shape} | {prec} | {r['median_s']:.2f} {r['unit']} | "
+                     f"{r['peak_memory_mb'] / 1024:.2f} GB |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    fire.Fire({"run": run, "one": one})
