@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -268,13 +269,9 @@ class ProgressLogger:
             engine.add_event_handler(Events.ITERATION_COMPLETED, self)
 
     def started(self, engine: Engine) -> None:
-        import time  # noqa: PLC0415
-
         self._t0, self._it0 = time.perf_counter(), engine.state.iteration
 
     def __call__(self, engine: Engine) -> None:
-        import time  # noqa: PLC0415
-
         it = engine.state.iteration
         total = (engine.state.epoch_length or 0) * engine.state.max_epochs
         if (it % self.interval and it != total) or not is_main_process():

@@ -214,7 +214,7 @@ class SemiSupervisedTrainer(Trainer):
             engine.optimizer.step()
         engine.fire_event(IterationEvents.MODEL_COMPLETED)
         engine.state.output[Keys.LOSS] = loss.detach()
-        engine.state.output.update({k: float(v) for k, v in logs.items()})
+        engine.state.output.update({k: float(v.detach()) for k, v in logs.items()})
         engine.state.output["stage"] = engine.stage
         return engine.state.output
 
