@@ -147,16 +147,27 @@ def test_list_images(tmp_path):
         list_images(str(tmp_path / "empty"))
 
 
-def test_two_stream_loader_cycles_both_streams():
-    lab = torch.utils.data.DataLoader([{"image": torch.full((1, 2, 2), float(i)), "label": torch.zeros(1, 2, 2)} for i in range(3)], batch_size=2, drop_last=True)
-    unl = torch.utils.data.DataLoader([{"image": torch.full((1, 2, 2), 10.0 + i)} for i in range(5)], batch_size=2, drop_last=True)
-    it = iter(TwoStreamLoader(lab, unl))
-    batches = [next(it) for _ in range(5)]
+def test_two_stream_loader_cycles_both_streams_and_replays():
+    lab = [{"image": torch.full((1, 2, 2), float(i)), "label": torch.zeros(1, 2, 2)} for i in range(3)]
+    unl = [{"image": torch.full((1, 2, 2), 10.0 + i)} for i in range(5)]
+    loader = TwoStreamLoader(lab, unl, batch_size=2, seed=3)
+    it = iter(loader)
+    batches = [next(it) for _ in range(7)]
     assert all(b["image"].shape == (2, 1, 2, 2) and b["unlabeled_image"].shape == (2, 1, 2, 2) for b in batches)
     assert all(b["unlabeled_image"].min() >= 10 for b in batches)
+    seen = torch.cat([b["image"].flatten() for b in batches[:3]]).unique()
+    assert set(seen.tolist()) == {0.0, 1.0, 2.0}  # every labelled image comes round
+    # a loader restored at position 4 yields exactly batches 4, 5, 6
+    resumed = TwoStreamLoader(lab, unl, batch_size=2, seed=3)
+    resumed.load_state_dict({"consumed": 4})
+    it2 = iter(resumed)
+    for b in batches[4:]:
+        r = next(it2)
+        assert torch.equal(r["image"], b["image"]) and torch.equal(r["unlabeled_image"], b["unlabeled_image"])
+    assert loader.state_dict() == {"consumed": 7}
     with pytest.raises(DataError, match="empty"):
-        TwoStreamLoader(torch.utils.data.DataLoader([], batch_size=2))
-    only = iter(TwoStreamLoader(lab, None, fallback=False))
+        TwoStreamLoader([], batch_size=2)
+    only = iter(TwoStreamLoader(lab, None, batch_size=2, fallback=False))
     assert "unlabeled_image" not in next(only)
 
 

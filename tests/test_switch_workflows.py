@@ -103,3 +103,49 @@ def test_real_data_workflows(tmp_path, shared_data, source):
     test_images = [str(prepared / it["image"]) for it in json.loads((prepared / "datalist.json").read_text())["test"][:2]]
     _ok(run_bundle(b, ["configs/inference.yaml"], "--input", json.dumps(test_images)))
     assert len(list((b / "predictions" / "inference").glob("*_seg.png"))) == 2
+
+
+def test_sigkill_then_same_command_resumes_to_the_same_weights(tmp_path):
+    import os
+    import signal
+    import time
+
+    import torch
+
+    b = _copy_bundle(tmp_path)
+    # the phantom data are generated once, before the timed runs
+    args = ["--image_size", "64", "--batch_size", "2", "--pretrain_iterations", "8", "--selftrain_iterations", "56",
+            "--val_interval", "4", "--num_workers", "0", "--log_interval", "4", "--amp", "False",
+            "--run", "['$@train#trainer.run()']"]
+    _ok(run_bundle(b, ["configs/train.yaml", "configs/demo.yaml"], *args, "--run_name", "straight"))
+
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", "['configs/train.yaml','configs/demo.yaml']",
+           *args, "--run_name", "killed"]
+    env = {**os.environ, "PYTHONPATH": str(b)}
+    ckpt = b / "runs" / "killed" / "models" / "checkpoint.pt"
+    proc = subprocess.Popen(cmd, cwd=b, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    killed_at = None
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if ckpt.exists():
+            try:
+                it = torch.load(ckpt, map_location="cpu", weights_only=False)["engine"]["iteration"]
+            except Exception:  # being replaced right now
+                it = 0
+            if 16 <= it < 56:  # in the middle of self-training
+                proc.send_signal(signal.SIGKILL)
+                killed_at = it
+                break
+        time.sleep(0.02)
+    proc.wait(timeout=60)
+    assert killed_at is not None, "the run finished before it could be killed; make it longer"
+    assert not (b / "runs" / "killed" / "FINISHED").exists()
+    out = _ok(run_bundle(b, ["configs/train.yaml", "configs/demo.yaml"], *args, "--run_name", "killed"))
+    assert "resumed from" in out
+    a = torch.load(b / "runs" / "straight" / "models" / "checkpoint.pt", map_location="cpu", weights_only=False)
+    k = torch.load(ckpt, map_location="cpu", weights_only=False)
+    assert a["engine"]["iteration"] == k["engine"]["iteration"] == 64
+    for name, t in a["network"].items():
+        assert torch.allclose(t.float(), k["network"][name].float(), atol=1e-5), name
+    for name, t in a["teacher"].items():
+        assert torch.allclose(t.float(), k["teacher"][name].float(), atol=1e-5), name

@@ -12,13 +12,14 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from monai.data import load_decathlon_datalist
+from monai.data import DataLoader, load_decathlon_datalist
+from torch.utils.data import Dataset, Sampler
 
 __all__ = ["DataError", "TwoStreamLoader", "check_datalist", "list_images", "load_datalist"]
 
@@ -211,60 +212,122 @@ def list_images(inputs: str | Sequence[str], output_keys: str = "image") -> list
     return [{output_keys: str(p)} for p in paths]
 
 
-class TwoStreamLoader:
-    """Zip a labelled and an unlabelled data loader into endless two-stream batches.
+class _SeededSampler(Sampler):
+    """Endless, replayable sample order: ``(index, sample_seed)`` pairs from ``start`` on.
 
-    Each batch is the labelled batch (``image``, ``label``, ...) plus ``unlabeled_image``; both streams cycle
-    forever (re-shuffled each pass; a ``DistributedSampler``'s epoch is advanced each pass), so the
-    trainer's ``epoch_length`` sets the epoch. Without an unlabelled loader (e.g. MONAI Label provides only
-    labelled pairs) the labelled images serve as the unlabelled stream, with a warning.
+    Each pass over the dataset is a permutation drawn from ``seed`` and the pass number (a rank's share of
+    it in distributed runs), and every draw gets its own transform seed, so the stream from any position is
+    the same whether or not the run was interrupted before it.
+    """
+
+    def __init__(self, size: int, seed: int, start: int = 0, shuffle: bool = True, rank: int = 0, world: int = 1) -> None:
+        self.size, self.seed, self.start, self.shuffle = size, seed, start, shuffle
+        self.rank, self.world = rank, world
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        per_pass = max(self.size // self.world, 1)
+        pass_, pos = self.start // per_pass, self.start // per_pass * per_pass
+        while True:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + pass_)
+            order = torch.randperm(self.size, generator=g) if self.shuffle else torch.arange(self.size)
+            if self.world > 1:
+                order = order[: per_pass * self.world][self.rank :: self.world]
+            for i in order.tolist():
+                if pos >= self.start:
+                    yield i, (self.seed * 7_919 + pos * 104_729 + self.rank) % (2**32)
+                pos += 1
+            pass_ += 1
+
+
+class _SeededItems(Dataset):
+    """Fetch ``dataset[index]`` with the dataset's random transforms seeded for this draw."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        index, seed = key
+        transform = getattr(self.dataset, "transform", None)
+        if hasattr(transform, "set_random_state"):
+            transform.set_random_state(seed=seed)
+        return self.dataset[index]
+
+
+class TwoStreamLoader:
+    """Two endless, replayable data streams zipped into two-stream batches.
+
+    Each batch is a labelled batch (``image``, ``label``, ...) plus ``unlabeled_image`` from the unlabelled
+    stream; both cycle forever, so the trainer's ``epoch_length`` sets the epoch. The order of the images and
+    the random augmentations are a function of ``seed`` and the position in the stream only: the loader's
+    ``state_dict`` (the number of batches consumed) is saved with the training checkpoints, and a resumed run
+    sees exactly the batches an uninterrupted run would have seen. In distributed runs each rank draws from its
+    own share of every pass. Without unlabelled data (MONAI Label provides only labelled pairs) the labelled
+    images serve as the unlabelled stream, with a warning, unless ``fallback`` is False.
 
     Args:
-        labeled: loader of the labelled stream.
-        unlabeled: loader of the unlabelled stream, or None.
+        labeled: dataset of the labelled stream.
+        unlabeled: dataset of the unlabelled stream, or None.
+        batch_size: labelled images per batch.
+        unlabeled_batch_size: unlabelled images per batch (default ``batch_size``).
+        num_workers: data loading worker processes per stream.
+        seed: the seed of both streams.
         unlabeled_key: key of the unlabelled images in the batch.
         fallback: without unlabelled data, use the labelled images as the unlabelled stream (else the batches
             have no unlabelled images, e.g. for the supervised baseline).
     """
 
-    def __init__(self, labeled: Iterable, unlabeled: Iterable | None = None, unlabeled_key: str = "unlabeled_image",
-                 fallback: bool = True) -> None:
+    def __init__(
+        self,
+        labeled: Dataset,
+        unlabeled: Dataset | None = None,
+        batch_size: int = 8,
+        unlabeled_batch_size: int | None = None,
+        num_workers: int = 0,
+        seed: int = 0,
+        unlabeled_key: str = "unlabeled_image",
+        fallback: bool = True,
+    ) -> None:
+        if len(labeled) == 0:
+            raise DataError("the labelled stream is empty: the training needs at least one labelled image.")
         self.labeled = labeled
-        self.unlabeled = unlabeled if unlabeled is not None and _nonempty(unlabeled) else None
+        self.unlabeled = unlabeled if unlabeled is not None and len(unlabeled) > 0 else None
+        self.batch_size = int(batch_size)
+        self.unlabeled_batch_size = int(unlabeled_batch_size or batch_size)
+        self.num_workers = int(num_workers)
+        self.seed = int(seed)
         self.unlabeled_key = unlabeled_key
         self.fallback = fallback
-        if not _nonempty(labeled):
-            raise DataError("the labelled stream is empty: the training needs at least one labelled image.")
+        self.consumed = 0
         if self.unlabeled is None and fallback:
             logger.warning("no unlabelled data: the labelled images (without labels) are used as the unlabelled stream.")
 
-    @staticmethod
-    def _cycle(loader: Iterable) -> Iterator[Any]:
-        epoch = 0
-        while True:
-            sampler = getattr(loader, "sampler", None)
-            if hasattr(sampler, "set_epoch"):
-                sampler.set_epoch(epoch)
-            empty = True
-            for batch in loader:
-                empty = False
-                yield batch
-            if empty:
-                raise DataError("a data stream yielded no batch (fewer images than one batch with drop_last?).")
-            epoch += 1
+    def _stream(self, dataset: Dataset, batch_size: int, seed: int) -> Iterator[dict]:
+        rank, world = 0, 1
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+        sampler = _SeededSampler(len(dataset), seed, self.consumed * batch_size, rank=rank, world=world)
+        loader = DataLoader(_SeededItems(dataset), batch_size=batch_size, sampler=sampler, drop_last=True,
+                            num_workers=self.num_workers, generator=torch.Generator().manual_seed(seed),
+                            persistent_workers=False)
+        return iter(loader)
 
     def __iter__(self) -> Iterator[dict]:
-        lab = self._cycle(self.labeled)
-        unl = self._cycle(self.unlabeled) if self.unlabeled is not None else None
+        lab = self._stream(self.labeled, self.batch_size, self.seed)
+        unl = self._stream(self.unlabeled, self.unlabeled_batch_size, self.seed + 1) if self.unlabeled is not None else None
         for batch in lab:
             out = dict(batch)
             if unl is not None:
                 out[self.unlabeled_key] = next(unl)["image"]
             elif self.fallback:
                 out[self.unlabeled_key] = torch.as_tensor(batch["image"]).flip(0)
+            self.consumed += 1
             yield out
 
+    def state_dict(self) -> dict:
+        return {"consumed": self.consumed}
 
-def _nonempty(loader: Iterable) -> bool:
-    ds = getattr(loader, "dataset", None)
-    return ds is None or len(ds) > 0
+    def load_state_dict(self, state: dict) -> None:
+        self.consumed = int(state["consumed"])

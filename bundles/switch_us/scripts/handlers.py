@@ -7,10 +7,12 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import random
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from monai.utils import IgniteInfo, min_version, optional_import
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
@@ -24,7 +26,15 @@ if TYPE_CHECKING:
 else:
     Engine, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine", as_type="decorator")
 
-__all__ = ["EMATeacher", "FrequencyDomainSwitch", "ProgressLogger", "StageCheckpoint", "atomic_save"]
+__all__ = [
+    "EMATeacher",
+    "FrequencyDomainSwitch",
+    "ProgressLogger",
+    "ResumeCheckpoint",
+    "StageCheckpoint",
+    "atomic_save",
+    "is_main_process",
+]
 
 
 def _unwrap(network: torch.nn.Module) -> torch.nn.Module:
@@ -238,10 +248,11 @@ class StageCheckpoint:
             self.logger.warning(f"no validation metric was recorded: saved the last weights as {final}.")
 
     def state_dict(self) -> dict:
-        return {"best": self.best}
+        return {"best": self.best, "pretrain_state": self._pretrain_state}
 
     def load_state_dict(self, state: dict) -> None:
         self.best = dict(state.get("best", {}))
+        self._pretrain_state = state.get("pretrain_state")
 
 
 class ProgressLogger:
@@ -292,3 +303,71 @@ class ProgressLogger:
             f"{self.name}{stage} iteration {it}/{total} ({100.0 * it / max(total, 1):.1f}%) {losses}{lr} "
             f"{rate:.2f} s/it, ETA {int(eta // 3600)}h{int(eta % 3600 // 60):02d}m{int(eta % 60):02d}s"
         )
+
+
+class ResumeCheckpoint:
+    """Checkpoints that resume a training run exactly, written atomically.
+
+    Every ``interval`` epochs, and when the run completes, it writes ``<save_dir>/checkpoint.pt`` holding the
+    state of every object of ``save_dict`` (student, teacher, optimiser, LR scheduler, data stream, stage
+    bookkeeping...), the engine's epoch and iteration, and the random number generators (torch, CUDA, numpy,
+    Python). The file is written to a temporary name and renamed, so a crash while saving leaves the previous
+    checkpoint intact. When the run starts and the file exists (an interrupted run started again with the
+    same command), everything is restored and training continues from there, giving the same weights as an
+    uninterrupted run.
+
+    Attach it first, so the other handlers see the restored state.
+
+    Args:
+        save_dir: folder of ``checkpoint.pt``.
+        save_dict: objects with ``state_dict``/``load_state_dict``.
+        interval: epochs between two checkpoints.
+        filename: checkpoint file name.
+    """
+
+    def __init__(self, save_dir: str, save_dict: dict[str, Any], interval: int = 1, filename: str = "checkpoint.pt") -> None:
+        if interval < 1:
+            raise ValueError(f"interval must be >= 1, got {interval}.")
+        self.path = Path(save_dir) / filename
+        self.save_dict = {k: v for k, v in save_dict.items() if v is not None}
+        self.interval = int(interval)
+        self.logger = logging.getLogger(__name__)
+
+    def attach(self, engine: Engine) -> None:
+        if not engine.has_event_handler(self.resume, Events.STARTED):
+            engine.add_event_handler(Events.STARTED, self.resume)
+            engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.interval), self.save)
+            engine.add_event_handler(Events.COMPLETED, self.save)
+
+    def save(self, engine: Engine) -> None:
+        if not is_main_process():
+            return
+        state = {k: v.state_dict() for k, v in self.save_dict.items()}
+        state["engine"] = {"epoch": engine.state.epoch, "iteration": engine.state.iteration}
+        state["rng"] = {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": np.random.get_state(),
+            "python": random.getstate(),
+        }
+        atomic_save(state, self.path)
+
+    def resume(self, engine: Engine) -> None:
+        if not self.path.exists():
+            return
+        try:
+            state = torch.load(self.path, map_location="cpu", weights_only=False)
+        except Exception as e:
+            raise RuntimeError(f"the checkpoint {self.path} cannot be read ({e}); move it away to start afresh.") from None
+        for k, obj in self.save_dict.items():
+            if k in state:
+                obj.load_state_dict(state[k])
+        engine.state.epoch = int(state["engine"]["epoch"])
+        engine.state.iteration = int(state["engine"]["iteration"])
+        rng = state["rng"]
+        torch.set_rng_state(rng["torch"])
+        if rng["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        np.random.set_state(rng["numpy"])
+        random.setstate(rng["python"])
+        self.logger.info(f"resumed from {self.path} at epoch {engine.state.epoch}, iteration {engine.state.iteration}.")

@@ -199,6 +199,12 @@ class SemiSupervisedTrainer(Trainer):
         engine.optimizer.zero_grad(set_to_none=True)
         step = engine.pretrain_step if engine.stage == "pretrain" else engine.selftrain_step
         loss, logs, preds = step(batch)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"the {engine.stage} loss is {float(loss)} at iteration {engine.state.iteration} "
+                f"({', '.join(f'{k} {float(v):.4g}' for k, v in logs.items())}): training stopped before the update; "
+                "the last checkpoint written before this iteration is kept. Lower the learning rate or check the data."
+            )
         engine.state.output = {Keys.IMAGE: batch[Keys.IMAGE], Keys.LABEL: batch[Keys.LABEL], Keys.PRED: preds}
         engine.fire_event(IterationEvents.FORWARD_COMPLETED)
         engine.state.output[Keys.LOSS] = loss

@@ -105,6 +105,8 @@ def resolve_run_dir(root: str, name: str, overwrite: bool = False) -> str:
         if overwrite:
             logger.warning(f"overwriting the finished run in {candidate} (overwrite=True).")
             (candidate / FINISHED_MARKER).unlink()
+            for stale in candidate.glob("models/checkpoint*.pt"):  # start afresh, do not resume the old run
+                stale.unlink()
             break
         n += 1
         candidate = Path(root) / f"{name}_{n}"
