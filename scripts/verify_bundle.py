@@ -406,7 +406,12 @@ class BundleVerifier:
                 problems.append(f"{where}: {ver!r} has a local tag '+{parsed.local}' that pip cannot install from PyPI")
         if problems:
             raise CheckFailedError("; ".join(problems))
-        return f"{len(pins)} exact pins"
+        note = ""
+        if "required_packages_version" in meta and "optional_packages_version" in meta:
+            note = ("; warning: monai.bundle renames the deprecated optional_packages_version to "
+                    "required_packages_version when it reads the metadata, so the required list is lost "
+                    "(e.g. in exported models): keep one of the two keys")
+        return f"{len(pins)} exact pins{note}"
 
     def check_metadata(self) -> str:
         """``monai.bundle verify_metadata`` against the given schema file, pre-placed so nothing downloads."""

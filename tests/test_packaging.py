@@ -279,3 +279,22 @@ def test_clean_room_demo_and_inference_from_the_package(switch_copy, tmp_path):
     seg = b / "predictions" / "inference" / f"{image.stem}_seg.png"
     assert seg.is_file()
     assert Image.open(seg).size == Image.open(image).size
+
+
+def test_torchscript_comparison_detects_a_difference(tmp_path):
+    """The comparison worker that the torchscript check uses reports a mismatch (it is not vacuous)."""
+    code = (
+        "import sys, numpy as np, torch\n"
+        "torch.jit.save(torch.jit.script(torch.nn.Conv2d(1, 2, 3, padding=1)), sys.argv[1] + '/m.ts')\n"
+        "x = np.random.default_rng(0).random((1, 1, 8, 8), dtype=np.float32)\n"
+        "np.save(sys.argv[1] + '/x.npy', x)\n"
+        "np.save(sys.argv[1] + '/y.npy', np.zeros((1, 2, 8, 8), np.float32) + 1.0)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, _output(proc)
+    args = {"model": str(tmp_path / "m.ts"), "input": str(tmp_path / "x.npy"), "expected": str(tmp_path / "y.npy"),
+            "rtol": 1e-4, "atol": 1e-4}
+    proc = _tool(VERIFY, "--worker", "compare_torchscript", json.dumps(args))
+    assert proc.returncode == 0, _output(proc)
+    result = json.loads(proc.stdout.strip().splitlines()[-1].split(" ", 1)[1])
+    assert result["ok"] is False and "max |diff|" in result["detail"]
