@@ -186,6 +186,10 @@ def load_datalist(
     if not content.get(key):
         return []
     items = load_decathlon_datalist(datalist_file, is_segmentation=True, data_list_key=key)
+    spacing = content.get("spacing")
+    if spacing is not None and content.get("spacing_known", True):
+        for item in items:  # the dataset's pixel spacing, unless an item has its own
+            item.setdefault("spacing", list(spacing))
     return items[:limit] if limit else items
 
 

@@ -17,7 +17,7 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform, RandomizableTransform, Resize, SpatialCrop
 
-__all__ = ["EnsureGreyd", "RandPosterized", "RandResizedCropd", "RandSolarized", "amplitude_swap"]
+__all__ = ["EnsureGreyd", "PixelSpacingToMetad", "RandPosterized", "RandResizedCropd", "RandSolarized", "amplitude_swap"]
 
 
 def amplitude_swap(
@@ -79,6 +79,28 @@ class EnsureGreyd(MapTransform):
                 d[key] = img[:3].mean(dim=0, keepdim=True)
             elif img.shape[0] != 1:
                 raise ValueError(f"'{key}' has {img.shape[0]} channels; expected a grey, RGB or RGBA image.")
+        return d
+
+
+class PixelSpacingToMetad(MapTransform):
+    """Copy an item's native pixel spacing (``spacing`` entry of the datalist) into the image's meta data.
+
+    Engines keep only ``image``, ``label`` and ``pred`` in their output, so the spacing travels with the
+    image as ``meta["pixel_spacing"]`` for the evaluation report.
+    """
+
+    def __init__(self, keys: KeysCollection, spacing_key: str = "spacing", allow_missing_keys: bool = True) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.spacing_key = spacing_key
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        spacing = d.get(self.spacing_key)
+        if spacing is None:
+            return d
+        for key in self.key_iterator(d):
+            if hasattr(d[key], "meta"):
+                d[key].meta["pixel_spacing"] = torch.as_tensor(spacing, dtype=torch.float64)
         return d
 
 
