@@ -1,0 +1,59 @@
+# Copyright (c) 2026 ssl-monai-bundles contributors
+# SPDX-License-Identifier: Apache-2.0
+"""The synthetic ultrasound phantoms: deterministic, in the prepared dataset format, learnable."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+from conftest import import_bundle
+from PIL import Image
+from scipy import ndimage
+
+import_bundle("switch_us")
+from scripts.data import check_datalist  # noqa: E402
+from scripts.phantom import ensure_phantom_dataset, generate_phantom_dataset  # noqa: E402
+
+
+def _digest(root) -> str:
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*.png")):
+        h.update(p.name.encode() + p.read_bytes())
+    return h.hexdigest()
+
+
+def test_phantoms_are_deterministic_and_well_formed(tmp_path):
+    kw = {"num_labeled": 3, "num_unlabeled": 4, "num_validation": 2, "num_test": 3, "size": 96}
+    a = generate_phantom_dataset(tmp_path / "a", seed=0, **kw)
+    generate_phantom_dataset(tmp_path / "b", seed=0, **kw)
+    generate_phantom_dataset(tmp_path / "c", seed=1, **kw)
+    assert _digest(tmp_path / "a") == _digest(tmp_path / "b") != _digest(tmp_path / "c")
+    content = check_datalist(a if a.name == "datalist.json" else tmp_path / "a" / "datalist.json")
+    assert [len(content[k]) for k in ("labeled", "unlabeled", "validation", "test")] == [3, 4, 2, 3]
+    assert content["modality"] == "US" and content["labels"] == {"0": "background", "1": "lesion"}
+    assert all("label" not in it for it in content["unlabeled"])
+    cases = [it["case"] for k in ("labeled", "unlabeled", "validation", "test") for it in content[k]]
+    assert len(cases) == len(set(cases))
+    fractions, contrasts = [], []
+    for it in content["labeled"] + content["test"]:
+        img = np.asarray(Image.open(tmp_path / "a" / it["image"]))
+        lab = np.asarray(Image.open(tmp_path / "a" / it["label"]))
+        assert img.shape == lab.shape == (96, 96) and img.dtype == np.uint8
+        assert set(np.unique(lab)) <= {0, 1}
+        fractions.append(lab.mean())
+        if lab.any():  # the lesion differs visibly from a ring of tissue around it
+            ring = ndimage.binary_dilation(lab > 0, iterations=5) & ~(lab > 0)
+            contrasts.append(abs(float(img[lab > 0].mean()) - float(img[ring].mean())))
+    assert 0.005 < float(np.mean(fractions)) < 0.2
+    assert contrasts and float(np.median(contrasts)) > 10
+
+
+def test_ensure_generates_once(tmp_path):
+    root = tmp_path / "ph"
+    ensure_phantom_dataset(str(root), num_labeled=2, num_unlabeled=2, num_validation=1, num_test=1, size=64)
+    stamp = (root / "datalist.json").stat().st_mtime_ns
+    ensure_phantom_dataset(str(root), num_labeled=2, num_unlabeled=2, num_validation=1, num_test=1, size=64)
+    assert (root / "datalist.json").stat().st_mtime_ns == stamp
+    assert json.loads((root / "datalist.json").read_text())["name"]
