@@ -13,7 +13,15 @@ import torch
 from conftest import import_bundle
 
 import_bundle("switch_us")
-from scripts.evaluation import SegmentationReport, class_metrics, pooled_hd95, segmentation_metrics, summarize  # noqa: E402
+from scripts.evaluation import (  # noqa: E402
+    SegmentationReport,
+    binary_metrics,
+    class_metrics,
+    multiclass_metrics,
+    pooled_hd95,
+    segmentation_metrics,
+    summarize,
+)
 from scripts.transforms import PixelSpacingToMetad  # noqa: E402
 
 
@@ -43,23 +51,51 @@ def test_distances_of_a_shifted_square_in_pixels_and_mm():
     assert m["hd95_pooled"] == pytest.approx(pooled_hd95(a, b))
 
 
-def test_pooled_hd95_matches_brute_force():
-    rng = np.random.default_rng(0)
-    a = np.zeros((24, 24), bool)
-    b = np.zeros((24, 24), bool)
-    a[4:15, 3:12] = True
-    b[6:20, 5:18] = True
-    a[rng.integers(0, 24, 5), rng.integers(0, 24, 5)] = True
+def _brute_surface(m: np.ndarray) -> np.ndarray:
+    """Coordinates of mask pixels with a 4-neighbour outside the mask or the image (medpy's / MONAI's surface)."""
+    padded = np.pad(m, 1)
+    inner = padded[1:-1, 1:-1] & padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+    return np.argwhere(m & ~inner).astype(float)
 
-    def surface(m):
-        from scipy import ndimage
 
-        return np.argwhere(m & ~ndimage.binary_erosion(m, structure=np.ones((3, 3), bool)))
+@pytest.mark.parametrize("spacing", [None, (0.5, 2.0)])
+def test_distances_match_brute_force(spacing):
+    """MONAI-style HD95 (percentile per direction, then max), pooled HD95 and directed ASD, by brute force."""
+    rows, cols = np.mgrid[0:40, 0:40]
+    disk = (rows - 18) ** 2 + (cols - 20) ** 2 <= 11**2  # a disk: 4- and 8-connected surfaces differ
+    blob = ((rows - 22) / 9.0) ** 2 + ((cols - 17) / 13.0) ** 2 <= 1
+    blob[2:5, 30:34] = True  # a distant false-positive island
+    sa, sb = _brute_surface(disk), _brute_surface(blob)
+    scale = np.ones(2) if spacing is None else np.asarray(spacing)
+    d = np.sqrt((((sa[:, None, :] - sb[None, :, :]) * scale) ** 2).sum(-1))
+    a_to_b, b_to_a = d.min(1), d.min(0)
+    suffix = "" if spacing is None else "_mm"
+    m = class_metrics(disk, blob, spacing=spacing)
+    assert m["hd95" + suffix] == pytest.approx(max(np.percentile(a_to_b, 95), np.percentile(b_to_a, 95)), rel=1e-5)
+    assert m["hd95_pooled" + suffix] == pytest.approx(np.percentile(np.concatenate([a_to_b, b_to_a]), 95), rel=1e-6)
+    assert m["asd" + suffix] == pytest.approx(a_to_b.mean(), rel=1e-5)  # directed prediction -> ground truth
+    assert m["hd95_pooled" + suffix] <= m["hd95" + suffix]
+    assert pooled_hd95(disk, blob, spacing, percentile=100) == pytest.approx(max(a_to_b.max(), b_to_a.max()))
 
-    sa, sb = surface(a), surface(b)
-    d = np.sqrt(((sa[:, None, :] - sb[None, :, :]) ** 2).sum(-1))
-    pooled = np.concatenate([d.min(1), d.min(0)])
-    assert pooled_hd95(a, b) == pytest.approx(np.percentile(pooled, 95))
+
+def test_binary_and_multiclass_api():
+    label = np.zeros((20, 20), np.int64)
+    label[2:8, 2:8] = 1
+    label[10:16, 10:16] = 2
+    pred = np.zeros_like(label)
+    pred[2:8, 5:11] = 1  # class 1 shifted right by 3 columns: overlap 6 x 3
+    pred[10:16, 10:16] = 2
+    b = binary_metrics(torch.as_tensor(pred), label, spacing=[2.0, 1.0])
+    assert b["dice"] == pytest.approx(2 * 18 / 72) and b["iou"] == pytest.approx(18 / 54)
+    assert b["hd95_mm"] == pytest.approx(b["hd95"] * 1.0)  # the shift is along the second axis (1 mm)
+    per_class = multiclass_metrics(pred, label, num_classes=3, spacing=[2.0, 1.0])
+    assert set(per_class) == {1, 2}
+    assert per_class[1]["dice"] == pytest.approx(b["dice"]) and per_class[2]["dice"] == 1.0
+    assert per_class[2]["hd95_mm"] == 0.0
+    vertical = np.zeros_like(label)
+    vertical[5:11, 2:8] = 1  # the same square shifted down by 3 rows (2 mm each)
+    v = binary_metrics(vertical, label, spacing=[2.0, 1.0])
+    assert v["hd95"] == pytest.approx(b["hd95"]) and v["hd95_mm"] == pytest.approx(2.0 * v["hd95"])
 
 
 @pytest.mark.parametrize("policy, expected", [("skip", None), ("zero", 0.0), ("one", 1.0)])
@@ -119,3 +155,85 @@ def test_report_handler_with_an_evaluator(tmp_path):
     assert summary["metrics"]["hd95_mm"]["count"] == 2  # spacing 0.5 scaled by 64/32 -> 1 mm per pixel
     assert sorted(p.name for p in (tmp_path / "eval" / "overlays").iterdir()) == ["case0.png", "case1.png"]
     assert evaluator.state.metrics["test_dice"] == pytest.approx(2 / 3)
+
+
+def test_report_on_pngs_loaded_resized_and_batched(tmp_path):
+    """The bundle's real path: PNGs read by MONAI (arrays are (W, H)), resized to the network grid, batch 2.
+
+    Native images are 24 rows x 32 columns with spacing [sx, sy] = [0.5, 0.25] mm; the evaluated grid is half
+    the size, so its pixels are 1.0 mm along x (columns) and 0.5 mm along y (rows).
+    """
+    from monai.data import DataLoader, Dataset
+    from monai.engines import SupervisedEvaluator
+    from monai.transforms import AsDiscreted, Compose, EnsureChannelFirstd, LoadImaged, Resized, ScaleIntensityRanged
+    from PIL import Image
+    from skimage.segmentation import find_boundaries
+
+    from scripts.transforms import PixelSpacingToMetad
+
+    def mask(r0, r1, c0, c1):
+        m = np.zeros((24, 32), np.uint8)
+        m[r0:r1, c0:c1] = 1
+        return m
+
+    cases = {  # (label, prediction) in native (row, column) pixels, on even coordinates
+        "sideways": (mask(4, 12, 8, 20), mask(4, 12, 12, 24)),  # shifted 4 columns = 2 evaluated px = 2 mm
+        "downward": (mask(4, 12, 8, 20), mask(8, 16, 8, 20)),  # shifted 4 rows = 2 evaluated px = 1 mm
+        "nothing": (mask(0, 0, 0, 0), mask(0, 0, 0, 0)),
+    }
+    items = []
+    for name, (lab, pred) in cases.items():
+        Image.fromarray(pred * 255).save(tmp_path / f"{name}.png")
+        Image.fromarray(lab).save(tmp_path / f"{name}_label.png")
+        items.append({"image": str(tmp_path / f"{name}.png"), "label": str(tmp_path / f"{name}_label.png"),
+                      "spacing": [0.5, 0.25]})
+    transforms = Compose([
+        LoadImaged(["image", "label"], reader="PILReader"),
+        EnsureChannelFirstd(["image", "label"]),
+        ScaleIntensityRanged("image", 0, 255, 0, 1),
+        PixelSpacingToMetad("image"),
+        Resized(["image", "label"], spatial_size=(16, 12), mode="nearest"),
+    ])
+
+    class Identity(torch.nn.Module):
+        def forward(self, x):
+            return torch.cat([1 - x, x], dim=1)
+
+    report = SegmentationReport(str(tmp_path / "eval"), empty_policy="skip", max_overlays=2, name="pngs")
+    evaluator = SupervisedEvaluator(device="cpu", val_data_loader=DataLoader(Dataset(items, transforms), batch_size=2),
+                                    network=Identity(), postprocessing=AsDiscreted("pred", argmax=True),
+                                    val_handlers=[report])
+    evaluator.run()
+
+    rows = {r["id"]: r for r in report.rows}
+    assert list(rows) == ["sideways", "downward", "nothing"]
+    side, down = rows["sideways"], rows["downward"]
+    assert side["spacing_mm"] == down["spacing_mm"] == "1 0.5"  # x then y, as MONAI's arrays
+    # evaluated grid: label 4 rows x 6 columns; sideways keeps 4 of 6 columns, downward 2 of 4 rows
+    assert side["dice"] == pytest.approx(2 * 16 / 48) and side["iou"] == pytest.approx(16 / 32)
+    assert down["dice"] == pytest.approx(2 * 12 / 48) and down["iou"] == pytest.approx(12 / 36)
+    # a 2-pixel shift: 2 mm along x (1.0 mm pixels), 1 mm along y (0.5 mm pixels)
+    assert side["hd95"] == pytest.approx(2.0) and side["hd95_mm"] == pytest.approx(2.0)
+    assert down["hd95"] == pytest.approx(2.0) and down["hd95_mm"] == pytest.approx(1.0)
+    assert side["hd95_pooled_mm"] == pytest.approx(2.0) and down["hd95_pooled_mm"] == pytest.approx(1.0)
+    assert math.isnan(rows["nothing"]["dice"]) and math.isnan(rows["nothing"]["hd95"])
+
+    text = (tmp_path / "eval" / "metrics_summary.json").read_text()
+    assert "NaN" not in text  # strict JSON
+    summary = json.loads(text)
+    assert summary["name"] == "pngs" and summary["num_images"] == 3 and summary["empty_policy"] == "skip"
+    assert summary["metrics"]["dice"] == {"mean": pytest.approx(7 / 12), "std": pytest.approx(1 / 12), "count": 2}
+    assert evaluator.state.metrics["test_hd95_mm"] == pytest.approx(summary["metrics"]["hd95_mm"]["mean"])
+    csv_rows = (tmp_path / "eval" / "metrics_per_image.csv").read_text().strip().splitlines()
+    assert len(csv_rows) == 4 and csv_rows[0].startswith("id,dice,iou,hd95")
+
+    # the overlay looks like the PNG (rows x columns), at the evaluated size
+    overlays = sorted(p.name for p in (tmp_path / "eval" / "overlays").iterdir())
+    assert overlays == ["downward.png", "sideways.png"]
+    rgb = np.asarray(Image.open(tmp_path / "eval" / "overlays" / "sideways.png"))
+    lab, pred = (m[::2, ::2] for m in cases["sideways"])  # nearest resizing keeps every other pixel
+    assert rgb.shape == (12, 16, 3)
+    red = (rgb == (255, 0, 0)).all(-1)
+    green = (rgb == (0, 255, 0)).all(-1)
+    assert np.array_equal(red, find_boundaries(pred, mode="inner"))
+    assert np.array_equal(green, find_boundaries(lab, mode="inner") & ~red)

@@ -6,15 +6,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 
 import numpy as np
+import pytest
 from conftest import import_bundle
 from PIL import Image
 from scipy import ndimage
 
 import_bundle("switch_us")
 from scripts.data import check_datalist  # noqa: E402
-from scripts.phantom import ensure_phantom_dataset, generate_phantom_dataset  # noqa: E402
+from scripts.phantom import ensure_phantom_dataset, generate_phantom_dataset, render_phantom  # noqa: E402
 
 
 def _digest(root) -> str:
@@ -57,3 +59,64 @@ def test_ensure_generates_once(tmp_path):
     ensure_phantom_dataset(str(root), num_labeled=2, num_unlabeled=2, num_validation=1, num_test=1, size=64)
     assert (root / "datalist.json").stat().st_mtime_ns == stamp
     assert json.loads((root / "datalist.json").read_text())["name"]
+
+
+def test_test_images_do_not_depend_on_other_split_sizes(tmp_path):
+    small = {"num_labeled": 1, "num_unlabeled": 1, "num_validation": 1, "num_test": 2, "size": 64}
+    generate_phantom_dataset(tmp_path / "a", **small)
+    generate_phantom_dataset(tmp_path / "b", **{**small, "num_unlabeled": 3, "num_labeled": 2})
+    for name in ("test_0000.png", "test_0001.png"):
+        for sub in ("images", "labels"):
+            assert (tmp_path / "a" / sub / name).read_bytes() == (tmp_path / "b" / sub / name).read_bytes()
+
+
+def test_lesions_are_rare_to_miss_and_inside_the_sector():
+    empty = 0
+    for i in range(120):
+        image, label = render_phantom(np.random.default_rng(i), size=64, sector=True)
+        empty += not label.any()
+        assert image[0, 0] == image[0, -1] == 0  # outside the fan
+        fan = ndimage.binary_fill_holes(image > 0)  # the field of view (dark speckle inside it filled)
+        assert not (label.astype(bool) & ~fan).any()
+    assert empty <= 0.08 * 120
+
+
+def test_overwrite_rules(tmp_path):
+    kw = {"num_labeled": 2, "num_unlabeled": 1, "num_validation": 1, "num_test": 1, "size": 48}
+    user = tmp_path / "user"
+    user.mkdir()
+    (user / "mine.txt").write_text("precious")
+    with pytest.raises(FileExistsError):
+        generate_phantom_dataset(user, overwrite=True, **kw)  # not a phantom dataset: never touched
+    assert (user / "mine.txt").read_text() == "precious"
+    with pytest.raises(FileExistsError):
+        ensure_phantom_dataset(user, **kw)
+
+    ph = generate_phantom_dataset(tmp_path / "ph", **kw)
+    with pytest.raises(FileExistsError):
+        generate_phantom_dataset(ph, **kw)
+    generate_phantom_dataset(ph, overwrite=True, **{**kw, "num_labeled": 1})
+    assert sorted(p.name for p in (ph / "images").iterdir()) == [
+        "labeled_0000.png", "test_0000.png", "unlabeled_0000.png", "validation_0000.png"]  # no stale files
+
+
+def test_ensure_is_safe_when_called_concurrently(tmp_path):
+    root = tmp_path / "data" / "phantom"
+    kw = {"num_labeled": 2, "num_unlabeled": 2, "num_validation": 1, "num_test": 1, "size": 48}
+    results, errors = [], []
+
+    def call():
+        try:
+            results.append(ensure_phantom_dataset(root, **kw))
+        except Exception as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=call) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and results == [str(root)] * 3
+    assert sorted(p.name for p in root.parent.iterdir()) == ["phantom"]  # no temporary folder left behind
+    content = check_datalist(root / "datalist.json")
+    assert len(content["labeled"]) == 2 and all((root / it["image"]).is_file() for it in content["unlabeled"])
