@@ -1,0 +1,224 @@
+# Copyright (c) 2026 ssl-monai-bundles contributors
+# SPDX-License-Identifier: Apache-2.0
+"""Handlers of the CrossMatch bundle: final and best-validation weights, exact resume, progress with ETA.
+
+``ProgressLogger``, ``ResumeCheckpoint`` and ``atomic_save`` follow ``bundles/switch_us/scripts/handlers.py``
+(a bundle is self-contained, so they are copied here).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from monai.utils import IgniteInfo, min_version, optional_import
+
+Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
+if TYPE_CHECKING:
+    from ignite.engine import Engine
+else:
+    Engine, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine", as_type="decorator")
+
+__all__ = ["ModelCheckpoint", "ProgressLogger", "ResumeCheckpoint", "atomic_save", "is_main_process"]
+
+
+def _unwrap(network: torch.nn.Module) -> torch.nn.Module:
+    """The module inside a DistributedDataParallel/DataParallel wrapper, else the network itself."""
+    return getattr(network, "module", network)
+
+
+def is_main_process() -> bool:
+    """True outside distributed runs and on rank 0 of a distributed run."""
+    return not (torch.distributed.is_available() and torch.distributed.is_initialized()) or torch.distributed.get_rank() == 0
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` to a temporary file then rename: a crash while saving leaves the old file intact."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+class ModelCheckpoint:
+    """The deployable weights: the final weights (evaluated, as the CrossMatch paper does) and the best-validation ones.
+
+    When training completes it writes ``<save_dir>/<filename>`` (``{"model": state_dict}``, the bundle's
+    ``models/model.pt`` format); after each run of ``validator`` whose ``metric_name`` improved it writes
+    ``<save_dir>/<best_filename>``. Only the main process writes; files are written atomically.
+
+    Args:
+        validator: the evaluator run by ``ValidationHandler`` (None: no best-validation checkpoint).
+        network: the trained network.
+        save_dir: folder of the weights.
+        metric_name: the validator metric to maximise.
+        filename: the final weights.
+        best_filename: the best-validation weights.
+    """
+
+    def __init__(self, validator: Engine | None, network: torch.nn.Module, save_dir: str,
+                 metric_name: str = "val_mean_dice", filename: str = "model.pt", best_filename: str = "model_best.pt") -> None:
+        self.validator = validator
+        self.network = network
+        self.save_dir = Path(save_dir)
+        self.metric_name = metric_name
+        self.filename, self.best_filename = filename, best_filename
+        self.best: dict[str, float] = {}
+        self._trainer: Engine | None = None
+        self.logger = logging.getLogger(__name__)
+
+    def attach(self, engine: Engine) -> None:
+        self._trainer = engine
+        if self.validator is not None and not self.validator.has_event_handler(self.validation_completed, Events.COMPLETED):
+            self.validator.add_event_handler(Events.COMPLETED, self.validation_completed)
+        if not engine.has_event_handler(self.completed, Events.COMPLETED):
+            engine.add_event_handler(Events.COMPLETED, self.completed)
+
+    def validation_completed(self, validator: Engine) -> None:
+        value = validator.state.metrics.get(self.metric_name)
+        if self._trainer is None or value is None or value != value:  # missing or NaN
+            return
+        if self.best and value <= self.best["value"]:
+            return
+        self.best = {"value": float(value), "iteration": int(self._trainer.state.iteration)}
+        if is_main_process():
+            atomic_save({"model": _unwrap(self.network).state_dict()}, self.save_dir / self.best_filename)
+        self.logger.info(f"new best {self.metric_name} {value:.4f} at iteration {self._trainer.state.iteration}: "
+                         f"saved {self.save_dir / self.best_filename}")
+
+    def completed(self, engine: Engine) -> None:
+        if is_main_process():
+            atomic_save({"model": _unwrap(self.network).state_dict()}, self.save_dir / self.filename)
+            self.logger.info(f"final weights saved to {self.save_dir / self.filename}"
+                             + (f" (best {self.metric_name} {self.best['value']:.4f} at iteration "
+                                f"{self.best['iteration']} in {self.best_filename})" if self.best else ""))
+
+    def state_dict(self) -> dict:
+        return {"best": self.best}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best = dict(state.get("best", {}))
+
+
+class ProgressLogger:
+    """Log progress of a long run every ``interval`` iterations: position, losses, speed and ETA.
+
+    Works for trainers (loss entries of ``engine.state.output``) and evaluators alike.
+
+    Args:
+        interval: iterations between two log lines.
+        name: a label for the log lines (e.g. ``train``, ``test``).
+    """
+
+    def __init__(self, interval: int = 50, name: str = "train") -> None:
+        if interval < 1:
+            raise ValueError(f"interval must be >= 1, got {interval}.")
+        self.interval = int(interval)
+        self.name = name
+        self.logger = logging.getLogger(__name__)
+        self._t0 = 0.0
+        self._it0 = 0
+
+    def attach(self, engine: Engine) -> None:
+        if not engine.has_event_handler(self.started, Events.STARTED):
+            engine.add_event_handler(Events.STARTED, self.started)
+            engine.add_event_handler(Events.ITERATION_COMPLETED, self)
+
+    def started(self, engine: Engine) -> None:
+        self._t0, self._it0 = time.perf_counter(), engine.state.iteration
+
+    def __call__(self, engine: Engine) -> None:
+        it = engine.state.iteration
+        total = (engine.state.epoch_length or 0) * engine.state.max_epochs
+        if (it % self.interval and it != total) or not is_main_process():
+            return
+        done = it - self._it0
+        rate = (time.perf_counter() - self._t0) / max(done, 1)
+        eta = rate * max(total - it, 0)
+        out = engine.state.output if isinstance(engine.state.output, dict) else {}
+        losses = " ".join(
+            f"{k} {float(v):.4f}" for k, v in out.items() if k.startswith("loss") and isinstance(v, (float, torch.Tensor))
+        )
+        lr = ""
+        opt = getattr(engine, "optimizer", None)
+        if opt is not None:
+            lr = f" lr {opt.param_groups[0]['lr']:.3g}"
+        self.logger.info(
+            f"{self.name} iteration {it}/{total} ({100.0 * it / max(total, 1):.1f}%) {losses}{lr} "
+            f"{rate:.2f} s/it, ETA {int(eta // 3600)}h{int(eta % 3600 // 60):02d}m{int(eta % 60):02d}s"
+        )
+
+
+class ResumeCheckpoint:
+    """Checkpoints that resume a training run exactly, written atomically.
+
+    Every ``interval`` epochs, and when the run completes, it writes ``<save_dir>/checkpoint.pt`` holding the
+    state of every object of ``save_dict`` (network, optimiser, LR scheduler, data stream, best-checkpoint
+    bookkeeping...), the engine's epoch and iteration, and the random number generators (torch, CUDA, numpy,
+    Python). The file is written to a temporary name and renamed, so a crash while saving leaves the previous
+    checkpoint intact. When the run starts and the file exists (an interrupted run started again with the
+    same command), everything is restored and training continues from there, giving the same weights as an
+    uninterrupted run.
+
+    Attach it first, so the other handlers see the restored state.
+
+    Args:
+        save_dir: folder of ``checkpoint.pt``.
+        save_dict: objects with ``state_dict``/``load_state_dict``.
+        interval: epochs between two checkpoints.
+        filename: checkpoint file name.
+    """
+
+    def __init__(self, save_dir: str, save_dict: dict[str, Any], interval: int = 1, filename: str = "checkpoint.pt") -> None:
+        if interval < 1:
+            raise ValueError(f"interval must be >= 1, got {interval}.")
+        self.path = Path(save_dir) / filename
+        self.save_dict = {k: v for k, v in save_dict.items() if v is not None}
+        self.interval = int(interval)
+        self.logger = logging.getLogger(__name__)
+
+    def attach(self, engine: Engine) -> None:
+        if not engine.has_event_handler(self.resume, Events.STARTED):
+            engine.add_event_handler(Events.STARTED, self.resume)
+            engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.interval), self.save)
+            engine.add_event_handler(Events.COMPLETED, self.save)
+
+    def save(self, engine: Engine) -> None:
+        if not is_main_process():
+            return
+        state = {k: v.state_dict() for k, v in self.save_dict.items()}
+        state["engine"] = {"epoch": engine.state.epoch, "iteration": engine.state.iteration}
+        state["rng"] = {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": np.random.get_state(),
+            "python": random.getstate(),
+        }
+        atomic_save(state, self.path)
+
+    def resume(self, engine: Engine) -> None:
+        if not self.path.exists():
+            return
+        try:
+            state = torch.load(self.path, map_location="cpu", weights_only=False)
+        except Exception as e:
+            raise RuntimeError(f"the checkpoint {self.path} cannot be read ({e}); move it away to start afresh.") from None
+        for k, obj in self.save_dict.items():
+            if k in state:
+                obj.load_state_dict(state[k])
+        engine.state.epoch = int(state["engine"]["epoch"])
+        engine.state.iteration = int(state["engine"]["iteration"])
+        rng = state["rng"]
+        torch.set_rng_state(rng["torch"])
+        if rng["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        np.random.set_state(rng["numpy"])
+        random.setstate(rng["python"])
+        self.logger.info(f"resumed from {self.path} at epoch {engine.state.epoch}, iteration {engine.state.iteration}.")

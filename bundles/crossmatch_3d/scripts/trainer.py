@@ -1,0 +1,378 @@
+# Copyright (c) 2026 ssl-monai-bundles contributors
+# SPDX-License-Identifier: Apache-2.0
+"""Trainers of the CrossMatch bundle: CrossMatch and the supervised-only baseline.
+
+Both are :class:`monai.engines.Trainer` subclasses whose ``_iteration`` runs one method step on a multi-stream batch
+from :class:`scripts.data.MultiStreamLoader`: ``image``/``label`` (labelled stream), ``unlabeled_image`` with its two
+strong views ``unlabeled_image_s1``/``unlabeled_image_s2`` (unlabelled stream), and ``mix_image``/``mix_image_s1``/
+``mix_image_s2`` from an independently shuffled unlabelled stream (the CutMix partners).
+
+The CrossMatch step follows ALGORITHMS.md section 2.3 (teacher / teaching-assistant / student streams, confidence-
+masked Dice distillation, two CutMix'd strong views, ``eta = 0.3``, loss ``(Lx + 0.25 Ls1 + 0.25 Ls2 + w Lkd) / 2``).
+All feature-perturbed streams come from the networks' ``forward_fp``: ONE encoder pass on ``cat(A, U)`` and ONE batched
+decoder pass on ``cat(A, U, U_weak, U_strong)``. The network stays in train mode (batch statistics) throughout, as in the
+reference. By default the teacher flows (the unperturbed ``U`` rows and the no-grad mix passes) run without the
+network's built-in dropout (``teacher_dropout=False``, ALGORITHMS.md 2.6.3); ``teacher_dropout=True`` reproduces the
+reference, where that dropout is active in every train-mode forward.
+
+Mixed precision is device aware (bf16 autocast on CPUs with native bf16, bf16/fp16 on CUDA with a grad scaler for fp16);
+the network and inputs can use the channels-last memory format (``channels_last_3d`` for volumes).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+from monai.engines import Trainer
+from monai.engines.utils import IterationEvents
+from monai.utils import IgniteInfo, min_version, optional_import
+from monai.utils.enums import CommonKeys as Keys
+from torch.optim.optimizer import Optimizer
+
+from .losses import dice_ignore, supervised_loss
+from .masks import cutmix_boxes, paste
+from .utils import amp_context, network_to_memory_format, resolve_amp_dtype, to_memory_format
+
+if TYPE_CHECKING:
+    from ignite.engine import Engine
+else:
+    Engine, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine")
+
+__all__ = ["CrossMatchTrainer", "SupervisedBaselineTrainer", "confidence_threshold"]
+
+UNLABELED = "unlabeled_image"
+MIX = "mix_image"
+S1, S2 = "_s1", "_s2"
+THRESHOLD_SCHEDULES = ("fixed", "head")
+
+
+def _distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def confidence_threshold(iteration: int, tau: float, schedule: str = "fixed", ramp_iterations: int = 17000) -> float:
+    """The pseudo-label confidence threshold at ``iteration`` (1-based).
+
+    Args:
+        iteration: the current iteration.
+        tau: the fixed threshold (``fixed``: paper, 0.85 LA / 0.95 ACDC) or the starting ``tau0`` (``head``: 0.75).
+        schedule: ``"fixed"`` or ``"head"``, the CrossMatch HEAD code's LA rule: ``tau0`` at the first iteration, then
+            ``(tau0 + (1 - tau0) * exp(-5 (1 - min(t, T) / T)^2)) * ln 2`` with ``T = ramp_iterations``.
+        ramp_iterations: the ramp length of ``head`` (17,000 in the reference).
+    """
+    if schedule == "fixed" or iteration <= 1:
+        if schedule not in THRESHOLD_SCHEDULES:
+            raise ValueError(f"threshold schedule must be one of {THRESHOLD_SCHEDULES}, got {schedule!r}.")
+        return float(tau)
+    if schedule != "head":
+        raise ValueError(f"threshold schedule must be one of {THRESHOLD_SCHEDULES}, got {schedule!r}.")
+    t = min(iteration, ramp_iterations) / ramp_iterations
+    return (tau + (1.0 - tau) * math.exp(-5.0 * (1.0 - t) ** 2)) * math.log(2.0)
+
+
+class _BaseTrainer(Trainer):
+    """Shared machinery: device-aware AMP, channels-last, batch parsing, the loss/update sequence.
+
+    Subclasses implement :meth:`step` returning ``(loss, logs, preds)``.
+
+    Args:
+        device: the device to train on.
+        max_epochs: number of epochs; one epoch is ``epoch_length`` iterations.
+        train_data_loader: an iterable of multi-stream batches (:class:`scripts.data.MultiStreamLoader`).
+        network: the network (``VNet`` or ``UNet2D`` of :mod:`scripts.networks`, possibly DDP-wrapped).
+        optimizer: its optimizer.
+        epoch_length: iterations per epoch (required: the loader is endless).
+        num_classes: number of classes, background included.
+        amp: use automatic mixed precision where the hardware supports it.
+        amp_dtype: ``"bfloat16"``/``"float16"`` or None to pick per device.
+        channels_last: channels-last memory format for the network and inputs.
+        train_handlers: handlers attached to the engine.
+        key_train_metric, additional_metrics, metric_cmp_fn, postprocessing, iteration_update, event_names,
+        event_to_attr, decollate, to_kwargs, non_blocking: as in :class:`monai.engines.SupervisedTrainer`.
+    """
+
+    def __init__(
+        self,
+        device: str | torch.device,
+        max_epochs: int,
+        train_data_loader: Iterable,
+        network: torch.nn.Module,
+        optimizer: Optimizer,
+        epoch_length: int | None = None,
+        num_classes: int = 2,
+        amp: bool = True,
+        amp_dtype: str | None = None,
+        channels_last: bool = True,
+        non_blocking: bool = False,
+        iteration_update: Callable[[Engine, Any], Any] | None = None,
+        postprocessing: Callable | None = None,
+        key_train_metric: dict | None = None,
+        additional_metrics: dict | None = None,
+        metric_cmp_fn: Callable | None = None,
+        train_handlers: Sequence | None = None,
+        event_names: list | None = None,
+        event_to_attr: dict | None = None,
+        decollate: bool = False,
+        to_kwargs: dict | None = None,
+    ) -> None:
+        extra = {"metric_cmp_fn": metric_cmp_fn} if metric_cmp_fn is not None else {}
+        super().__init__(
+            device=device,
+            max_epochs=max_epochs,
+            data_loader=train_data_loader,
+            epoch_length=epoch_length,
+            non_blocking=non_blocking,
+            iteration_update=iteration_update,
+            postprocessing=postprocessing,
+            key_metric=key_train_metric,
+            additional_metrics=additional_metrics,
+            handlers=train_handlers,
+            amp=False,  # MONAI's flag means CUDA-only fp16 autocast; this trainer handles AMP itself
+            event_names=[*(event_names or []), IterationEvents],
+            event_to_attr=event_to_attr,
+            decollate=decollate,
+            to_kwargs=to_kwargs,
+            **extra,
+        )
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2 (background included), got {num_classes}.")
+        self.network = network
+        self.optimizer = optimizer
+        self.num_classes = int(num_classes)
+        self.binary = self.num_classes == 2
+        self.channels_last = bool(channels_last)
+        self.amp_dtype = resolve_amp_dtype(self.state.device, amp, amp_dtype)
+        self.amp = self.amp_dtype is not None
+        self.scaler = (
+            torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 and torch.device(device).type == "cuda" else None
+        )
+        self._net = getattr(network, "module", network)  # the model inside a DDP wrapper (encode/decode/forward_fp)
+        self._spatial_dims = 3 if any(isinstance(m, torch.nn.Conv3d) for m in self._net.modules()) else 2
+        network_to_memory_format(self.network, self.channels_last, self._spatial_dims)
+        self._world = torch.distributed.get_world_size() if _distributed() else 1
+        if self._world > 1:  # every rank starts from rank 0's weights
+            for t in [*self._net.parameters(), *self._net.buffers()]:
+                torch.distributed.broadcast(t.data, src=0)
+
+    # ----------------------------------------------------------------------------------------------
+    def _to(self, x: Any) -> torch.Tensor:
+        x = torch.as_tensor(x).to(self.state.device, non_blocking=self.non_blocking)
+        return to_memory_format(x.float(), self.channels_last)
+
+    def parse_batch(self, batch: dict) -> dict[str, torch.Tensor]:
+        """Move the image streams to the device; labels become ``(B, *spatial)`` long tensors."""
+        out = {k: self._to(v) for k, v in batch.items() if isinstance(v, torch.Tensor) and "image" in k}
+        if Keys.LABEL in batch:
+            label = torch.as_tensor(batch[Keys.LABEL]).to(self.state.device, non_blocking=self.non_blocking)
+            out[Keys.LABEL] = (label[:, 0] if label.ndim == out[Keys.IMAGE].ndim else label).round().long()
+        return out
+
+    def sync_gradients(self) -> None:
+        """Average the gradients over the processes of a distributed run (one coalesced all-reduce).
+
+        CrossMatch calls the network's ``forward_fp``/``encode``/``decode`` methods, which a
+        ``DistributedDataParallel`` wrapper does not see, so the bundle does not wrap the network and synchronises the
+        gradients here instead (the ``multi_gpu_train`` overlay). A no-op in single-process runs.
+        """
+        if self._world <= 1 or self._net is not self.network:
+            return
+        grads = [p.grad for p in self._net.parameters() if p.grad is not None]
+        if not grads:
+            return
+        flat = torch._utils._flatten_dense_tensors(grads)
+        torch.distributed.all_reduce(flat)
+        flat /= self._world
+        for g, synced in zip(grads, torch._utils._unflatten_dense_tensors(flat, grads)):
+            g.copy_(synced)
+
+    def autocast(self):
+        """The autocast context of this trainer's device and AMP dtype."""
+        return amp_context(self.state.device, self.amp_dtype)
+
+    def step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict, torch.Tensor]:
+        raise NotImplementedError
+
+    def _iteration(self, engine: _BaseTrainer, batchdata: dict) -> dict:
+        if batchdata is None:
+            raise ValueError("Must provide batch data for current iteration.")
+        batch = engine.parse_batch(batchdata)
+        engine.network.train()
+        engine.optimizer.zero_grad(set_to_none=True)
+        loss, logs, preds = engine.step(batch)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"the loss is {float(loss)} at iteration {engine.state.iteration} "
+                f"({', '.join(f'{k} {float(v):.4g}' for k, v in logs.items())}): training stopped before the update; "
+                "the last checkpoint written before this iteration is kept. Lower the learning rate or check the data."
+            )
+        engine.state.output = {Keys.IMAGE: batch[Keys.IMAGE], Keys.LABEL: batch[Keys.LABEL], Keys.PRED: preds}
+        engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+        engine.state.output[Keys.LOSS] = loss
+        engine.fire_event(IterationEvents.LOSS_COMPLETED)
+        if engine.scaler is not None:
+            engine.scaler.scale(loss).backward()
+            engine.sync_gradients()
+            engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
+            engine.scaler.step(engine.optimizer)
+            engine.scaler.update()
+        else:
+            loss.backward()
+            engine.sync_gradients()
+            engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
+            engine.optimizer.step()
+        engine.fire_event(IterationEvents.MODEL_COMPLETED)
+        engine.state.output[Keys.LOSS] = loss.detach()
+        engine.state.output.update({k: float(v.detach()) for k, v in logs.items()})
+        return engine.state.output
+
+    def supervised(self, logits: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """``Lx = (CE + Dice) / 2`` on labelled logits (the reference's Dice variant for 2 or more classes)."""
+        ce, dice = supervised_loss(logits, label, binary=self.binary)
+        return (ce + dice) / 2, {"loss_ce": ce, "loss_dice": dice}
+
+
+class SupervisedBaselineTrainer(_BaseTrainer):
+    """The supervised-only baseline: ``(CE + Dice) / 2`` on the labelled stream, same data and schedule as CrossMatch.
+
+    The unlabelled keys of the batch, if any, are ignored.
+    """
+
+    def step(self, batch):
+        with self.autocast():
+            logits = self.network(batch[Keys.IMAGE])
+        loss, logs = self.supervised(logits, batch[Keys.LABEL])
+        return loss, logs, logits.detach()
+
+
+class CrossMatchTrainer(_BaseTrainer):
+    """CrossMatch: image- and feature-level perturbations with self-knowledge distillation (ALGORITHMS.md 2.3).
+
+    Args:
+        conf_threshold: pseudo-label confidence threshold ``tau`` (0.85 LA, 0.95 ACDC; ``tau0`` for ``head``).
+        threshold_schedule: ``"fixed"`` (paper) or ``"head"`` (the HEAD code's LA ramp with its ln 2 factor).
+        threshold_ramp_iterations: the ``head`` ramp length (17,000).
+        eta: weight of the TA-to-student distillation inside ``Lkd`` (0.3).
+        strong_weight: weight of each strong-view loss ``Ls1``/``Ls2`` (0.25).
+        kd_weight: weight of ``Lkd`` (1.0 LA, 0.5 ACDC).
+        fp_weak: weak feature-perturbation channel dropout (0.25).
+        fp_strong: strong feature-perturbation channel dropout (0.75).
+        teacher_dropout: keep the network's built-in dropout active in the teacher flows (the reference's behaviour).
+        cutmix_prob: probability of a CutMix box per sample (0.5).
+        cutmix_faithful_axes: reproduce the reference's transposed 3D box (ALGORITHMS.md 2.2); False: correct axes.
+        args, kwargs: see :class:`_BaseTrainer`.
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        conf_threshold: float = 0.85,
+        threshold_schedule: str = "fixed",
+        threshold_ramp_iterations: int = 17000,
+        eta: float = 0.3,
+        strong_weight: float = 0.25,
+        kd_weight: float = 1.0,
+        fp_weak: float = 0.25,
+        fp_strong: float = 0.75,
+        teacher_dropout: bool = False,
+        cutmix_prob: float = 0.5,
+        cutmix_faithful_axes: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        if threshold_schedule not in THRESHOLD_SCHEDULES:
+            raise ValueError(f"threshold_schedule must be one of {THRESHOLD_SCHEDULES}, got {threshold_schedule!r}.")
+        for name, v in (("conf_threshold", conf_threshold), ("eta", eta), ("fp_weak", fp_weak), ("fp_strong", fp_strong),
+                        ("cutmix_prob", cutmix_prob)):
+            if not 0.0 <= v <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {v}.")
+        self.conf_threshold = float(conf_threshold)
+        self.threshold_schedule = threshold_schedule
+        self.threshold_ramp_iterations = int(threshold_ramp_iterations)
+        self.eta = float(eta)
+        self.strong_weight = float(strong_weight)
+        self.kd_weight = float(kd_weight)
+        self.fp_weak, self.fp_strong = float(fp_weak), float(fp_strong)
+        self.teacher_dropout = bool(teacher_dropout)
+        self.cutmix_prob = float(cutmix_prob)
+        self.cutmix_faithful_axes = bool(cutmix_faithful_axes)
+
+    def fp(self, x_a: torch.Tensor, x_u: torch.Tensor, noisy_u: bool) -> tuple[torch.Tensor, ...]:
+        """The network's feature-perturbation forward (one encoder, one batched decoder pass) under autocast."""
+        with self.autocast():
+            outs = self._net.forward_fp(x_a, x_u, noisy_a=True, noisy_u=noisy_u, weak=self.fp_weak, strong=self.fp_strong)
+        return tuple(o.float() for o in outs)
+
+    def teacher_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The plain (no feature perturbation) teacher flow on ``x``, without gradient."""
+        with self.autocast():
+            if self.teacher_dropout:
+                return self.network(x).float()
+            rows = torch.zeros(x.shape[0], dtype=torch.bool)
+            return self._net.decode(self._net.encode(x, noisy_rows=rows), head_dropout=False).float()
+
+    @staticmethod
+    def confidence(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(max softmax, argmax)`` of logits, per pixel/voxel."""
+        conf, label = torch.softmax(logits.detach().float(), dim=1).max(dim=1)
+        return conf, label
+
+    def distill(self, logits: torch.Tensor, target: torch.Tensor, conf: torch.Tensor, tau: float) -> torch.Tensor:
+        """Dice on the voxels whose teacher confidence is at least ``tau`` (the others are ignored)."""
+        return dice_ignore(logits, target, conf < tau, binary=self.binary)
+
+    def step(self, batch):
+        for key in (UNLABELED, UNLABELED + S1, UNLABELED + S2, MIX, MIX + S1, MIX + S2):
+            if key not in batch:
+                raise KeyError(f"CrossMatch needs '{key}' in the batch (scripts.data.MultiStreamLoader with unlabelled data).")
+        x, y = batch[Keys.IMAGE], batch[Keys.LABEL]
+        u_w, u_s1, u_s2 = batch[UNLABELED], batch[UNLABELED + S1], batch[UNLABELED + S2]
+        m_w, m_s1, m_s2 = batch[MIX], batch[MIX + S1], batch[MIX + S2]
+        n = u_w.shape[0]
+        if m_w.shape[0] != n or x.shape[0] != n:
+            raise ValueError(f"CrossMatch needs equal batch sizes, got labelled {x.shape[0]}, unlabelled {n}, mix {m_w.shape[0]}.")
+        tau = confidence_threshold(self.state.iteration, self.conf_threshold, self.threshold_schedule,
+                                   self.threshold_ramp_iterations)
+        noisy_teacher = self.teacher_dropout
+        spatial = tuple(u_w.shape[2:])
+        box1 = cutmix_boxes(n, spatial, self.cutmix_prob, faithful_axes=self.cutmix_faithful_axes, device=u_w.device)
+        box2 = cutmix_boxes(n, spatial, self.cutmix_prob, faithful_axes=self.cutmix_faithful_axes, device=u_w.device)
+
+        with torch.no_grad():  # the mix image's teacher and TA predictions, pasted into the targets inside the boxes
+            conf_a, y_a = self.confidence(self.teacher_logits(m_w))
+            _, _, mix_w, mix_s = self.fp(x, m_w, noisy_u=noisy_teacher)
+            conf_aw, y_aw = self.confidence(mix_w)
+            conf_as, y_as = self.confidence(mix_s)
+
+        u_s1 = paste(u_s1, m_s1, box1)
+        u_s2 = paste(u_s2, m_s2, box2)
+        p_x, p_w, p_w_weak, p_w_strong = self.fp(x, u_w, noisy_u=noisy_teacher)
+        p_s1, p_s2, p_s2_weak, p_s2_strong = self.fp(u_s1, u_s2, noisy_u=True)
+
+        conf, t = self.confidence(p_w)  # teacher: the weak view without feature perturbation
+        conf_w, t_w = self.confidence(p_w_weak)  # teaching assistants: the perturbed weak flows
+        conf_s, t_s = self.confidence(p_w_strong)
+        t1, c1 = paste(t, y_a, box1), paste(conf, conf_a, box1)
+        t2, c2 = paste(t, y_a, box2), paste(conf, conf_a, box2)
+        t_w2, c_w2 = paste(t_w, y_aw, box2), paste(conf_w, conf_aw, box2)
+        t_s2, c_s2 = paste(t_s, y_as, box2), paste(conf_s, conf_as, box2)
+
+        loss_x, logs = self.supervised(p_x, y)
+        loss_s1 = self.distill(p_s1, t1, c1, tau)
+        loss_s2 = self.distill(p_s2, t2, c2, tau)
+        loss_tkd = (
+            self.distill(p_w_weak, t, conf, tau)
+            + self.distill(p_w_strong, t, conf, tau)
+            + self.distill(p_s2_weak, t2, c2, tau)
+            + self.distill(p_s2_strong, t2, c2, tau)
+        ) / 4
+        loss_dkd = (self.distill(p_s2_weak, t_w2, c_w2, tau) + self.distill(p_s2_strong, t_s2, c_s2, tau)) / 2
+        loss_kd = (1.0 - self.eta) * loss_tkd + self.eta * loss_dkd
+        loss = (loss_x + self.strong_weight * (loss_s1 + loss_s2) + self.kd_weight * loss_kd) / 2
+        with torch.no_grad():
+            mask_ratio = (conf >= tau).float().mean()
+        logs.update({"loss_x": loss_x, "loss_s1": loss_s1, "loss_s2": loss_s2, "loss_tkd": loss_tkd,
+                     "loss_dkd": loss_dkd, "threshold": torch.tensor(tau), "confident_ratio": mask_ratio})
+        return loss, logs, p_x.detach()
