@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from monai.data import MetaTensor
 from monai.engines import Trainer
 from monai.engines.utils import IterationEvents
 from monai.utils import IgniteInfo, min_version, optional_import
@@ -57,6 +58,11 @@ class StageEvents(EventEnum):
 
     PRETRAIN_COMPLETED = "pretrain_completed"
     SELFTRAIN_STARTED = "selftrain_started"
+
+
+def _plain(x: torch.Tensor) -> torch.Tensor:
+    """A plain tensor: MONAI's MetaTensor would route every training op through its slow ``__torch_function__``."""
+    return x.as_tensor() if isinstance(x, MetaTensor) else torch.as_tensor(x)
 
 
 def largest_component(mask: torch.Tensor) -> torch.Tensor:
@@ -171,9 +177,9 @@ class SemiSupervisedTrainer(Trainer):
 
     def parse_batch(self, batch: dict) -> dict[str, torch.Tensor]:
         """Move a two-stream batch to the device; labels become ``(B, H, W)`` long tensors."""
-        out = {k: self._to(torch.as_tensor(v)) for k, v in batch.items() if isinstance(v, torch.Tensor) and k != Keys.LABEL}
+        out = {k: self._to(_plain(v)) for k, v in batch.items() if isinstance(v, torch.Tensor) and k != Keys.LABEL}
         if Keys.LABEL in batch:
-            label = torch.as_tensor(batch[Keys.LABEL]).to(self.state.device, non_blocking=self.non_blocking)
+            label = _plain(batch[Keys.LABEL]).to(self.state.device, non_blocking=self.non_blocking)
             out[Keys.LABEL] = (label[:, 0] if label.ndim == out[Keys.IMAGE].ndim else label).round().long()
         return out
 
