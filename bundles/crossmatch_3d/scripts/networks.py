@@ -16,13 +16,33 @@ of dropout noise while the student rows keep their regularisation (see ``docs/RE
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["VNet", "UNet2D", "rowwise"]
+__all__ = ["VNet", "UNet2D", "rowwise", "width_from_checkpoint"]
+
+
+def width_from_checkpoint(ckpt_path: str, default: int = 16, key: str = "block_one.0.weight") -> int:
+    """The V-Net width (``n_filters``) of the weights in ``ckpt_path``; ``default`` when the file does not exist.
+
+    Inference and evaluation configs use it so that weights trained at another width (the demo's 8 filters) load
+    without extra overrides. Accepts ``{"model": state_dict}`` (the bundle's format) and plain state dicts.
+
+    Raises:
+        ValueError: the file exists but holds no V-Net weights.
+    """
+    if not os.path.isfile(ckpt_path):
+        return int(default)
+    state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    state = state.get("model", state) if isinstance(state, dict) else state
+    weight = state.get(key) if isinstance(state, dict) else None
+    if weight is None:
+        raise ValueError(f"{ckpt_path} holds no V-Net weights (no '{key}'); is it a checkpoint of this bundle's LA network?")
+    return int(weight.shape[0])
 
 
 def rowwise(module: nn.Module, x: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:

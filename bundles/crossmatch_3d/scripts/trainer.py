@@ -21,11 +21,13 @@ the network and inputs can use the channels-last memory format (``channels_last_
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
+from monai.data import MetaTensor
 from monai.engines import Trainer
 from monai.engines.utils import IterationEvents
 from monai.utils import IgniteInfo, min_version, optional_import
@@ -47,6 +49,11 @@ UNLABELED = "unlabeled_image"
 MIX = "mix_image"
 S1, S2 = "_s1", "_s2"
 THRESHOLD_SCHEDULES = ("fixed", "head")
+
+
+def _plain(x: Any) -> torch.Tensor:
+    """A plain tensor: MONAI's MetaTensor would route every training op through its slow ``__torch_function__``."""
+    return x.as_tensor() if isinstance(x, MetaTensor) else torch.as_tensor(x)
 
 
 def _distributed() -> bool:
@@ -152,6 +159,7 @@ class _BaseTrainer(Trainer):
         self._net = getattr(network, "module", network)  # the model inside a DDP wrapper (encode/decode/forward_fp)
         self._spatial_dims = 3 if any(isinstance(m, torch.nn.Conv3d) for m in self._net.modules()) else 2
         network_to_memory_format(self.network, self.channels_last, self._spatial_dims)
+        self._checked_shapes: set[tuple[int, ...]] = set()
         self._world = torch.distributed.get_world_size() if _distributed() else 1
         if self._world > 1:  # every rank starts from rank 0's weights
             for t in [*self._net.parameters(), *self._net.buffers()]:
@@ -159,14 +167,30 @@ class _BaseTrainer(Trainer):
 
     # ----------------------------------------------------------------------------------------------
     def _to(self, x: Any) -> torch.Tensor:
-        x = torch.as_tensor(x).to(self.state.device, non_blocking=self.non_blocking)
+        x = _plain(x).to(self.state.device, non_blocking=self.non_blocking)
         return to_memory_format(x.float(), self.channels_last)
+
+    def _check_amp_shape(self, spatial: Sequence[int]) -> None:
+        """Fall back to fp32 where CPU bf16 is known to be wrong for this input size (checked once per size).
+
+        oneDNN's bf16 ``Conv3d`` weight gradient on CPU returns garbage (relative errors of 1 to 1e37, measured with
+        torch 2.13) when the first spatial size of a feature map is 2; the V-Net halves the input 4 times, so inputs
+        whose first spatial size is 32, 34 or 35 (2 at the bottleneck) hit it and the run diverges.
+        """
+        if self._spatial_dims != 3 or self.amp_dtype != torch.bfloat16 or torch.device(self.state.device).type != "cpu":
+            return
+        if any(int(spatial[0]) // 2**k == 2 for k in range(5)):
+            logging.getLogger(__name__).warning(
+                f"AMP disabled: CPU bf16 3D convolution gradients are wrong when a feature map's first spatial size is 2 "
+                f"(input {tuple(spatial)}); training in fp32. Use crops whose first size is not 32-35 (e.g. 48) for AMP."
+            )
+            self.amp_dtype, self.amp = None, False
 
     def parse_batch(self, batch: dict) -> dict[str, torch.Tensor]:
         """Move the image streams to the device; labels become ``(B, *spatial)`` long tensors."""
         out = {k: self._to(v) for k, v in batch.items() if isinstance(v, torch.Tensor) and "image" in k}
         if Keys.LABEL in batch:
-            label = torch.as_tensor(batch[Keys.LABEL]).to(self.state.device, non_blocking=self.non_blocking)
+            label = _plain(batch[Keys.LABEL]).to(self.state.device, non_blocking=self.non_blocking)
             out[Keys.LABEL] = (label[:, 0] if label.ndim == out[Keys.IMAGE].ndim else label).round().long()
         return out
 
@@ -199,6 +223,10 @@ class _BaseTrainer(Trainer):
         if batchdata is None:
             raise ValueError("Must provide batch data for current iteration.")
         batch = engine.parse_batch(batchdata)
+        shape = tuple(batch[Keys.IMAGE].shape[2:])
+        if shape not in engine._checked_shapes:
+            engine._checked_shapes.add(shape)
+            engine._check_amp_shape(shape)
         engine.network.train()
         engine.optimizer.zero_grad(set_to_none=True)
         loss, logs, preds = engine.step(batch)

@@ -1,0 +1,677 @@
+# Copyright (c) 2026 ssl-monai-bundles contributors
+# SPDX-License-Identifier: Apache-2.0
+"""Data of the CrossMatch bundle: datalist loading with up-front input checks, the slice dataset (ACDC) and the
+multi-stream loader.
+
+The dataset format is the project's prepared format (``images/<id>.nii.gz``, ``labels/<id>.nii.gz`` with axes
+(X, Y, Z), ``datalist.json`` with ``labeled``, ``unlabeled``, ``validation`` and ``test`` lists). Every problem a user
+can make with their data is reported before training starts, as a :class:`DataError` naming the file and what is
+wrong. Volumes are read once per datalist (the result is cached) and none is kept in memory by the checks.
+
+Design and names follow ``bundles/switch_us/scripts/data.py`` (a bundle is self-contained, so this is its own module).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from monai.data import CacheDataset, DataLoader, load_decathlon_datalist
+from monai.data import Dataset as MonaiDataset
+from monai.transforms import apply_transform
+from torch.utils.data import Dataset, Sampler, Subset
+
+from .transforms import STRONG_KEYS
+
+__all__ = [
+    "MIX",
+    "MIX_KEYS",
+    "UNLABELED",
+    "UNLABELED_KEYS",
+    "DataError",
+    "MultiStreamLoader",
+    "SliceDataset",
+    "check_datalist",
+    "list_volumes",
+    "load_datalist",
+]
+
+logger = logging.getLogger(__name__)
+
+SPLITS = ("labeled", "unlabeled", "validation", "test")
+NIFTI_EXTS = (".nii", ".nii.gz")
+ITK_EXTS = (".nrrd", ".mha", ".mhd")
+VOLUME_EXTS = NIFTI_EXTS + ITK_EXTS
+IMAGE_2D_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif")
+
+UNLABELED = "unlabeled_image"
+"""Batch key of the weak view of the unlabelled stream (its strong views: ``UNLABELED + "_s1"`` / ``"_s2"``)."""
+MIX = "mix_image"
+"""Batch key of the weak view of the independently shuffled unlabelled "mix" stream (the CutMix partners)."""
+_SUFFIXES = tuple(k[len("image"):] for k in STRONG_KEYS)  # ("_s1", "_s2")
+UNLABELED_KEYS = (UNLABELED, *(UNLABELED + s for s in _SUFFIXES))
+MIX_KEYS = (MIX, *(MIX + s for s in _SUFFIXES))
+
+_CHECKED: OrderedDict[tuple, tuple[dict, tuple]] = OrderedDict()
+_CACHE_SIZE = 32
+
+
+class DataError(ValueError):
+    """A problem with the user's data, found before training; the message names the file."""
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# reading and checking volumes
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    for ext in sorted(VOLUME_EXTS + IMAGE_2D_EXTS, key=len, reverse=True):
+        if name.endswith(ext):
+            return ext
+    return path.suffix.lower()
+
+
+def _read_volume(path: Path, what: str) -> np.ndarray:
+    """Read a whole volume (its data, not only the header) with a clear error for anything unreadable.
+
+    NIfTI goes through nibabel; NRRD/MHA/MHD through MONAI's ``LoadImage`` with the ITK reader (axes (X, Y, Z) as
+    nibabel gives them). 2D image files get a message saying that this bundle expects 3D volumes.
+    """
+    if not path.exists():
+        raise DataError(f"{what} file not found: {path}")
+    if path.is_dir():
+        raise DataError(f"{what} is a folder, not a volume file ({', '.join(VOLUME_EXTS)}): {path}")
+    if path.stat().st_size == 0:
+        raise DataError(f"{what} file is empty (0 bytes): {path}")
+    ext = _suffix(path)
+    if ext in IMAGE_2D_EXTS:
+        raise DataError(
+            f"{what} is a 2D image file ({ext}), but this bundle expects 3D volumes (X, Y, Z) in NIfTI, NRRD or MHA "
+            f"(prepare them with scripts/prepare_data.py): {path}"
+        )
+    try:
+        if ext in ITK_EXTS:
+            from monai.data import ITKReader  # noqa: PLC0415
+            from monai.transforms import LoadImage  # noqa: PLC0415
+            from monai.utils import optional_import  # noqa: PLC0415
+
+            if not optional_import("itk")[1]:
+                raise DataError(f"{what} is {ext}, which needs ITK (`pip install itk`) to be read: {path}")
+            arr = np.asarray(LoadImage(image_only=True)(str(path), reader=ITKReader()))
+        else:  # NIfTI, or anything nibabel recognises
+            import nibabel as nib  # noqa: PLC0415
+
+            arr = np.asarray(nib.load(str(path)).dataobj)  # reads (and decompresses) the data: catches truncation
+    except DataError:
+        raise
+    except Exception as e:  # any decoder error: truncated gzip, corrupt header, wrong format
+        raise DataError(f"{what} file cannot be read as a volume ({_brief(e)}): {path}") from None
+    return arr
+
+
+def _brief(e: BaseException) -> str:
+    """``Type: message`` of a reader's exception, without the multi-line dumps some readers add."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    text = " ".join(lines[:3])
+    return f"{type(e).__name__}: {text[:300]}"
+
+
+def _spatial(arr: np.ndarray, path: Path, what: str, spatial_dims: int) -> np.ndarray:
+    """``arr`` with a trailing singleton channel axis dropped; a clear error for 2D images and multi-channel data."""
+    if arr.ndim == spatial_dims + 1 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if arr.ndim == spatial_dims:
+        return arr
+    if arr.ndim < spatial_dims:
+        raise DataError(
+            f"{what} is {arr.ndim}D (shape {arr.shape}), but this bundle expects {spatial_dims}D volumes (X, Y, Z); "
+            f"2D images are for the switch_us bundle: {path}"
+        )
+    if arr.ndim == spatial_dims + 1:
+        raise DataError(
+            f"{what} has shape {arr.shape}: {arr.shape[-1]} channels (or time points), but this bundle takes "
+            f"single-channel {spatial_dims}D volumes (wrong channel count; a trailing channel axis of size 1 is fine): "
+            f"{path}"
+        )
+    raise DataError(f"{what} has {arr.ndim} dimensions (shape {arr.shape}); expected a {spatial_dims}D volume: {path}")
+
+
+def _check_item(item: dict, split: str, num_classes: int, spatial_dims: int) -> None:
+    img_path = Path(item["image"])
+    what = f"{split} image"
+    img = _spatial(_read_volume(img_path, what), img_path, what, spatial_dims)
+    if not (np.issubdtype(img.dtype, np.number) or img.dtype == np.bool_):
+        raise DataError(f"{what} has data type {img.dtype}; expected numbers: {img_path}")
+    if np.issubdtype(img.dtype, np.inexact) and not np.isfinite(img).all():
+        raise DataError(f"{what} contains NaN or infinite values: {img_path}")
+    shape = img.shape
+    del img  # keep memory bounded: one volume at a time
+    if not isinstance(item.get("label"), str):
+        return
+    lab_path = Path(item["label"])
+    what = f"{split} label"
+    raw = _read_volume(lab_path, what)
+    if raw.ndim == spatial_dims + 1 and raw.shape[-1] > 1:
+        raise DataError(
+            f"{what} has shape {raw.shape}: a label must be one map of class indices (X, Y, Z), not one channel per "
+            f"class: {lab_path}"
+        )
+    lab = _spatial(raw, lab_path, what, spatial_dims)
+    if lab.shape != shape:
+        raise DataError(f"{what} shape {lab.shape} differs from its image shape {shape}: {lab_path} vs {img_path}")
+    values = np.unique(lab)
+    if not np.issubdtype(values.dtype, np.number) and values.dtype != np.bool_:
+        raise DataError(f"{what} has data type {values.dtype}; expected class indices: {lab_path}")
+    values = values.astype(np.float64)
+    bad = values[(values < 0) | (values >= num_classes) | (values != np.round(values)) | ~np.isfinite(values)]
+    if bad.size:
+        raise DataError(
+            f"{what} has values {bad[:8].tolist()} outside the declared classes 0..{num_classes - 1} (labels must be "
+            f"integer class indices; prepare 0/255 masks with scripts/prepare_data.py): {lab_path}"
+        )
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# datalists
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def _resolve(items: list[dict], base: Path) -> list[dict]:
+    out = []
+    for item in items:
+        d = dict(item)
+        for k in ("image", "label"):
+            if k in d and isinstance(d[k], str) and not os.path.isabs(d[k]):
+                d[k] = os.path.normpath(str(base / d[k]))
+        out.append(d)
+    return out
+
+
+def _fingerprint(content: dict, base: Path) -> tuple:
+    """``(path, size, mtime)`` of every file the datalist names: a cached check is redone when a file changed."""
+    out = []
+    for split in SPLITS:
+        for item in _resolve(content.get(split) or [], base):
+            for k in ("image", "label"):
+                if isinstance(item.get(k), str):
+                    try:
+                        st = os.stat(item[k])
+                        out.append((item[k], st.st_size, st.st_mtime_ns))
+                    except OSError:
+                        out.append((item[k], -1, -1))
+    return tuple(out)
+
+
+def _check_structure(content: Any, path: Path, required: Sequence[str], spatial_dims: int) -> None:
+    if not isinstance(content, dict):
+        raise DataError(
+            f"datalist must be a JSON object with {', '.join(SPLITS)} lists, got a {type(content).__name__}: {path}"
+        )
+    for split in required:
+        if not content.get(split):
+            raise DataError(f"the '{split}' list of {path} is missing or empty: it needs at least one item.")
+    split_notes = content.get("split") if isinstance(content.get("split"), dict) else {}
+    shared_eval = split_notes.get("test_from") == "val" or split_notes.get("val_from") == "test"
+    owner: dict[str, str] = {}
+    base = path.parent
+    for split in SPLITS:
+        items = content.get(split) or []
+        if not isinstance(items, list):
+            raise DataError(f"'{split}' in {path} must be a list of items, got {type(items).__name__}.")
+        for item in items:
+            if not isinstance(item, dict) or not isinstance(item.get("image"), str) or not item["image"]:
+                raise DataError(f"an item of '{split}' in {path} has no 'image' path: {item!r}")
+            if split != "unlabeled" and not (isinstance(item.get("label"), str) and item["label"]):
+                raise DataError(f"an item of '{split}' in {path} has no 'label' path: {item['image']}")
+            image = os.path.normpath(str(base / item["image"]))
+            idents = [("image", image, item["image"])] + ([("case", str(item["case"]), item["case"])] if "case" in item else [])
+            for kind, ident, shown in idents:
+                prev = owner.setdefault(f"{kind} {ident}", split)
+                if prev != split and not (shared_eval and {prev, split} == {"validation", "test"}):
+                    raise DataError(
+                        f"{kind} {shown} is in both the '{prev}' and the '{split}' lists of {path}: splits must not "
+                        "overlap (no case may be both labelled and unlabelled, or used for training and evaluation)."
+                    )
+    if content.get("spacing_known", True) is not False:
+        spacings = [("the global 'spacing'", content.get("spacing"))]
+        spacings += [(f"the 'spacing' of {it['image']}", it["spacing"]) for s in SPLITS for it in content.get(s) or []
+                     if "spacing" in it]
+        for what, sp in spacings:
+            if sp is None:
+                continue
+            ok = isinstance(sp, list) and len(sp) == spatial_dims and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in sp)
+            if not ok:
+                raise DataError(
+                    f"{what} in {path} must be {spatial_dims} positive numbers (mm), got {sp!r} "
+                    "(or set \"spacing_known\": false)."
+                )
+
+
+def check_datalist(
+    datalist_file: str | os.PathLike,
+    num_classes: int = 2,
+    spatial_dims: int = 3,
+    required: Sequence[str] = ("labeled",),
+    check_files: bool = True,
+) -> dict:
+    """Check a datalist and the volumes it names; return the parsed JSON.
+
+    Checks: valid JSON object, the ``required`` lists present and non-empty, every item with an image (and a label
+    outside ``unlabeled``), no image or case in two lists (validation and test may share cases when the datalist
+    records ``"test_from": "val"``), valid spacing, and for each item (``check_files``) that the image and label
+    exist, are not empty, decode completely, are ``spatial_dims``-D single-channel volumes (a trailing channel axis of
+    size 1 is accepted), have the same shape, the image is finite and the label holds class indices
+    ``0..num_classes-1``. The result is cached per datalist (path, modification time, arguments) and redone when a
+    named file changed; no volume is kept in memory.
+
+    Raises:
+        DataError: naming the file and the problem.
+    """
+    path = Path(datalist_file)
+    if not path.is_file():
+        raise DataError(
+            f"datalist not found: {path}. Prepare a dataset with `python scripts/prepare_data.py la|acdc|nifti` (see "
+            "docs/dataset_format.md) and pass its folder as --dataset_dir."
+        )
+    st = path.stat()
+    key = (str(path.resolve()), st.st_mtime_ns, st.st_size, int(num_classes), int(spatial_dims), tuple(required),
+           bool(check_files))
+    if key in _CHECKED:
+        content, fingerprint = _CHECKED[key]
+        if not check_files or _fingerprint(content, path.parent) == fingerprint:
+            _CHECKED.move_to_end(key)
+            return content
+    try:
+        content = json.loads(path.read_text())
+    except UnicodeDecodeError as e:
+        raise DataError(f"datalist is not a text (JSON) file ({e.reason}): {path}") from None
+    except json.JSONDecodeError as e:
+        raise DataError(f"datalist is not valid JSON ({e.msg} at line {e.lineno}, column {e.colno}): {path}") from None
+    _check_structure(content, path, required, spatial_dims)
+    if check_files:
+        base = path.parent
+        for split in SPLITS:
+            items = content.get(split) or []
+            if items:
+                logger.info(f"checking {len(items)} {split} items of {path}")
+            for item in _resolve(items, base):
+                _check_item(item, split, num_classes, spatial_dims)
+        logger.info(f"datalist {path}: all files read and checked")
+    _CHECKED[key] = (content, _fingerprint(content, path.parent) if check_files else ())
+    while len(_CHECKED) > _CACHE_SIZE:
+        _CHECKED.popitem(last=False)
+    return content
+
+
+def load_datalist(
+    dataset_dir: str,
+    key: str = "labeled",
+    num_classes: int = 2,
+    datalist_file: str | None = None,
+    generate_phantom: bool = False,
+    phantom_kind: str = "la",
+    check_files: bool = True,
+    limit: int | None = None,
+) -> list[dict]:
+    """The ``key`` list of the dataset in ``dataset_dir``, with absolute paths, after checking the whole datalist.
+
+    Each item carries ``"spacing"`` (its own, else the datalist's global one) unless the datalist says
+    ``"spacing_known": false``.
+
+    Args:
+        dataset_dir: the prepared dataset folder.
+        key: ``labeled``, ``unlabeled``, ``validation`` or ``test``; an absent or empty list gives ``[]``.
+        num_classes: classes a label may hold.
+        datalist_file: the datalist (default ``dataset_dir/datalist.json``).
+        generate_phantom: generate the bundle's synthetic phantom dataset into ``dataset_dir`` if it is missing.
+        phantom_kind: ``la`` (3D atrium-like volumes) or ``acdc`` (cardiac-like stacks), for ``generate_phantom``.
+        check_files: read and check every volume once (cached); False checks the JSON only.
+        limit: keep only the first ``limit`` items (quick runs).
+    """
+    if generate_phantom:
+        from .phantom import ensure_phantom_dataset  # noqa: PLC0415
+
+        ensure_phantom_dataset(dataset_dir, kind=phantom_kind)
+    datalist_file = str(datalist_file or os.path.join(dataset_dir, "datalist.json"))
+    content = check_datalist(datalist_file, num_classes=num_classes, check_files=check_files)
+    if not content.get(key):
+        return []
+    items = load_decathlon_datalist(datalist_file, is_segmentation=True, data_list_key=key)
+    spacing = content.get("spacing")
+    for item in items:
+        if content.get("spacing_known", True) is False:
+            item.pop("spacing", None)  # distances in voxels only
+        elif spacing is not None:
+            item.setdefault("spacing", list(spacing))  # the dataset's voxel spacing, unless an item has its own
+    return items[:limit] if limit else items
+
+
+def list_volumes(inputs: str | os.PathLike | Sequence[str | os.PathLike], output_keys: str = "image") -> list[dict]:
+    """Inference datalist from a folder of volumes (``.nii``, ``.nii.gz``, ``.nrrd``, ``.mha``, ``.mhd``), one volume
+    path, or a list of paths.
+
+    Raises:
+        DataError: a path that does not exist, an empty file, a folder without volumes, or a file of another format.
+    """
+    paths: list[Path] = []
+    for p in [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs):
+        p = Path(p)
+        if p.is_dir():
+            found = sorted(f for f in p.iterdir() if f.is_file() and not f.name.startswith(".")
+                           and _suffix(f) in VOLUME_EXTS)
+            if not found:
+                raise DataError(f"no volumes ({', '.join(VOLUME_EXTS)}) in the folder {p}")
+            paths.extend(found)
+        elif p.is_file():
+            if _suffix(p) not in VOLUME_EXTS:
+                raise DataError(f"input is not a volume file ({', '.join(VOLUME_EXTS)}): {p}")
+            paths.append(p)
+        else:
+            raise DataError(f"input volume not found: {p}")
+    for p in paths:
+        if p.stat().st_size == 0:
+            raise DataError(f"input volume file is empty (0 bytes): {p}")
+        if _suffix(p) in NIFTI_EXTS:  # header only: cheap, catches garbage files before inference starts
+            import nibabel as nib  # noqa: PLC0415
+
+            try:
+                nib.load(str(p))
+            except Exception as e:
+                raise DataError(f"input volume cannot be read ({_brief(e)}): {p}") from None
+    return [{output_keys: str(p)} for p in paths]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# slices of volumes (ACDC: a 2D network trained on the slices of 3D volumes)
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def _load_array(path: str, what: str) -> np.ndarray:
+    p = Path(path)
+    if _suffix(p) in NIFTI_EXTS:
+        import nibabel as nib  # noqa: PLC0415
+
+        try:
+            return np.asarray(nib.load(str(p)).dataobj)
+        except FileNotFoundError:
+            raise DataError(f"{what} file not found: {p}") from None
+        except Exception as e:
+            raise DataError(f"{what} file cannot be read as a volume ({_brief(e)}): {p}") from None
+    return _read_volume(p, what)
+
+
+class SliceDataset(Dataset):
+    """Every slice along the last axis of a list of volumes, as 2D channel-first items (ACDC training).
+
+    Each volume of ``data`` is read once (NIfTI via nibabel, other formats via MONAI's ITK reader) and kept in memory
+    (float32 images, uint8 labels, stored slice-major). Item ``i`` is ``transform({"image": (1, H, W) float32 tensor,
+    "label": (1, H, W) uint8 tensor (when the volume has a label), "case": ..., "slice": k})``. Like MONAI's datasets
+    it exposes ``data`` (here the ``(volume, slice)`` index list) and ``transform``, so the loaders can seed the
+    transform for every draw.
+
+    Args:
+        data: datalist items (``image``, optional ``label``, optional ``case``), e.g. from :func:`load_datalist`.
+        transform: a MONAI transform on 2D channel-first dicts (e.g. ``scripts.transforms.acdc_train_transforms``).
+        keys: the image key, then the label key(s) to read when an item has them.
+        min_foreground: keep only the slices of labelled volumes with at least this many foreground (> 0) pixels
+            (0 keeps every slice; slices of unlabelled volumes are always kept).
+    """
+
+    def __init__(self, data: Sequence[dict], transform: Any = None, keys: Sequence[str] = ("image", "label"),
+                 min_foreground: int = 0) -> None:
+        self.transform = transform
+        self.keys = tuple(keys)
+        self.min_foreground = int(min_foreground)
+        self._volumes: list[dict[str, np.ndarray]] = []
+        self._cases: list[Any] = []
+        self.data: list[tuple[int, int]] = []
+        if data:
+            logger.info(f"loading {len(data)} volumes into memory for slice-wise training")
+        for v, item in enumerate(data):
+            if self.keys[0] not in item:
+                raise DataError(f"a slice dataset item has no '{self.keys[0]}': {item!r}")
+            arrays: dict[str, np.ndarray] = {}
+            for i, k in enumerate(self.keys):
+                if k not in item:
+                    continue
+                what = "image" if i == 0 else k
+                arr = _spatial(_load_array(item[k], what), Path(item[k]), what, 3)
+                arr = np.ascontiguousarray(np.moveaxis(arr, -1, 0))  # (Z, H, W): every slice contiguous
+                arrays[k] = arr.astype(np.float32 if i == 0 else np.uint8, copy=False)
+            shape = arrays[self.keys[0]].shape
+            for k, arr in arrays.items():
+                if arr.shape != shape:
+                    raise DataError(
+                        f"{k} shape {arr.shape[1:] + arr.shape[:1]} differs from its image shape "
+                        f"{shape[1:] + shape[:1]}: {item[k]} vs {item[self.keys[0]]}"
+                    )
+            labels = [arrays[k] for k in self.keys[1:] if k in arrays]
+            for z in range(shape[0]):
+                if self.min_foreground > 0 and labels and int((labels[0][z] > 0).sum()) < self.min_foreground:
+                    continue
+                self.data.append((v, z))
+            self._volumes.append(arrays)
+            self._cases.append(item.get("case", Path(item[self.keys[0]]).name.split(".")[0]))
+        if data:
+            logger.info(f"{len(self.data)} slices from {len(data)} volumes")
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def slice_item(self, index: int) -> dict:
+        """Item ``index`` before the transform."""
+        v, z = self.data[index]
+        out: dict[str, Any] = {k: torch.from_numpy(arr[z][None].copy()) for k, arr in self._volumes[v].items()}
+        out["case"], out["slice"] = self._cases[v], z
+        return out
+
+    def __getitem__(self, index: int | slice | Sequence[int]) -> Any:
+        if isinstance(index, slice):
+            return Subset(dataset=self, indices=range(len(self))[index])
+        if isinstance(index, Sequence) and not isinstance(index, str):
+            return Subset(dataset=self, indices=list(index))
+        item = self.slice_item(int(index))
+        return apply_transform(self.transform, item) if self.transform is not None else item
+
+    def without_labels(self, transform: Any = None) -> SliceDataset:
+        """A view of the same slices (memory shared) without the labels, through ``transform``."""
+        view = copy.copy(self)
+        view.transform = transform
+        view._volumes = [{k: a for k, a in vol.items() if k == self.keys[0]} for vol in self._volumes]
+        return view
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# the multi-stream loader
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def _draw_seed(*entropy: int) -> int:
+    return int(np.random.SeedSequence([int(e) % 2**32 for e in entropy]).generate_state(1)[0])
+
+
+class _SeededSampler(Sampler):
+    """Endless, replayable sample order: ``(index, sample_seed)`` pairs from position ``start`` on.
+
+    Each pass over the dataset is a permutation drawn from ``seed`` and the pass number (a rank's disjoint share of
+    it in distributed runs; a dataset smaller than the number of ranks is tiled), and every draw gets its own
+    transform seed from ``(seed, rank, position)``, so the stream from any position is the same whether or not the
+    run was interrupted before it.
+    """
+
+    def __init__(self, size: int, seed: int, start: int = 0, shuffle: bool = True, rank: int = 0,
+                 world: int = 1) -> None:
+        self.size, self.seed, self.start, self.shuffle = int(size), int(seed), int(start), shuffle
+        self.rank, self.world = int(rank), int(world)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        per_pass = max(self.size // self.world, 1)
+        pass_ = self.start // per_pass
+        pos = pass_ * per_pass
+        while True:
+            if self.shuffle:
+                order = np.random.default_rng([self.seed % 2**32, pass_]).permutation(self.size)
+            else:
+                order = np.arange(self.size)
+            if self.world > 1:
+                order = np.resize(order, per_pass * self.world)[self.rank :: self.world]
+            for i in order.tolist():
+                if pos >= self.start:
+                    yield i, _draw_seed(self.seed, self.rank, pos)
+                pos += 1
+            pass_ += 1
+
+
+class _SeededItems(Dataset):
+    """Fetch ``dataset[index]`` with the dataset's random transforms seeded for this draw."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        index, seed = key
+        transform = getattr(self.dataset, "transform", None)
+        if hasattr(transform, "set_random_state"):
+            transform.set_random_state(seed=seed)
+        return self.dataset[index]
+
+
+def _unlabeled_view(labeled: Any, transform: Any) -> Dataset | None:
+    """The labelled dataset's source items without labels through ``transform``, or None when it has none."""
+    if transform is None:
+        return None
+    if isinstance(labeled, SliceDataset):
+        return labeled.without_labels(transform)
+    if isinstance(labeled, MonaiDataset) and isinstance(getattr(labeled, "data", None), Sequence) and all(
+        isinstance(d, dict) for d in labeled.data
+    ):
+        items = [{k: v for k, v in d.items() if k != "label"} for d in labeled.data]
+        if isinstance(labeled, CacheDataset):
+            return CacheDataset(items, transform, cache_num=labeled.set_num, cache_rate=labeled.set_rate,
+                                num_workers=labeled.num_workers, progress=False)
+        return MonaiDataset(items, transform)
+    return None
+
+
+class MultiStreamLoader:
+    """CrossMatch's three endless, replayable data streams zipped into one batch per iteration.
+
+    Streams: the labelled one (``seed``), the unlabelled one (``seed + 1``) and an independently shuffled "mix" stream
+    over the same unlabelled dataset (``seed + 2``, the CutMix partners). Each batch is the labelled batch (``image``,
+    ``label`` and whatever else collates) plus ``unlabeled_image``, ``unlabeled_image_s1``, ``unlabeled_image_s2``
+    (the unlabelled dataset's ``image``, ``image_s1``, ``image_s2``) and ``mix_image``, ``mix_image_s1``,
+    ``mix_image_s2`` (the same keys from the mix stream). A dataset without strong views gets copies of the weak image.
+
+    The order of the items and the random augmentations are a function of the seed and the position in the stream
+    only: the loader's ``state_dict`` (the number of batches consumed) is saved with the training checkpoints, and a
+    resumed run sees exactly the batches an uninterrupted run would have seen. In distributed runs each rank draws a
+    disjoint share of every pass. All streams cycle forever, so the trainer's ``epoch_length`` sets the epoch.
+
+    Without unlabelled data (MONAI Label provides only labelled pairs) and with ``fallback``, the labelled items
+    without their labels serve as the unlabelled and mix streams, with a warning: through the unlabelled dataset's
+    transform when one was given (``unlabeled.transform`` of an empty dataset) and the labelled dataset exposes its
+    items (a MONAI ``Dataset``/``CacheDataset`` or a :class:`SliceDataset`), else through the labelled transform with
+    the strong views equal to the weak image. Without ``fallback`` the batches carry only the labelled keys (the
+    supervised baseline).
+
+    Args:
+        labeled: dataset of the labelled stream.
+        unlabeled: dataset of the unlabelled and mix streams, or None.
+        batch_size: labelled items per batch.
+        unlabeled_batch_size: unlabelled (and mix) items per batch (default ``batch_size``).
+        num_workers: data loading worker processes per stream.
+        seed: the seed of the streams.
+        fallback: without unlabelled data, use the labelled items as the unlabelled streams.
+
+    Raises:
+        DataError: an empty labelled dataset.
+    """
+
+    def __init__(
+        self,
+        labeled: Dataset,
+        unlabeled: Dataset | None = None,
+        batch_size: int = 2,
+        unlabeled_batch_size: int | None = None,
+        num_workers: int = 0,
+        seed: int = 0,
+        fallback: bool = True,
+    ) -> None:
+        if labeled is None or len(labeled) == 0:
+            raise DataError("the labelled stream is empty: the training needs at least one labelled item.")
+        self.labeled = labeled
+        self.unlabeled = unlabeled if unlabeled is not None and len(unlabeled) > 0 else None
+        self.batch_size = int(batch_size)
+        self.unlabeled_batch_size = int(unlabeled_batch_size or batch_size)
+        self.num_workers = int(num_workers)
+        self.seed = int(seed)
+        self.fallback = bool(fallback)
+        self.consumed = 0
+        self._source: Dataset | None = self.unlabeled
+        if self.unlabeled is None and self.fallback:
+            view = _unlabeled_view(labeled, getattr(unlabeled, "transform", None))
+            if view is not None:
+                logger.warning("no unlabelled data: the labelled items (without labels, through the unlabelled "
+                               "transform) are used as the unlabelled and mix streams.")
+            else:
+                logger.warning("no unlabelled data: the labelled images (without labels, strong views = weak image) "
+                               "are used as the unlabelled and mix streams.")
+            self._source = view if view is not None else labeled
+        self._warned_views = False
+
+    def _stream(self, dataset: Dataset, batch_size: int, seed: int) -> Iterator[dict]:
+        rank, world = 0, 1
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+        sampler = _SeededSampler(len(dataset), seed, self.consumed * batch_size, rank=rank, world=world)
+        loader = DataLoader(_SeededItems(dataset), batch_size=batch_size, sampler=sampler, drop_last=True,
+                            num_workers=self.num_workers, generator=torch.Generator().manual_seed(seed),
+                            persistent_workers=False)
+        return iter(loader)
+
+    def _views(self, batch: dict, keys: Sequence[str]) -> dict:
+        weak = batch["image"]
+        out = {keys[0]: weak}
+        for key, strong in zip(keys[1:], STRONG_KEYS):
+            if strong in batch:
+                out[key] = batch[strong]
+            else:
+                if not self._warned_views and self.unlabeled is not None:
+                    logger.warning(f"the unlabelled items have no '{strong}': the weak image is used as strong view.")
+                    self._warned_views = True
+                out[key] = torch.as_tensor(weak).clone()  # a copy: the trainer pastes CutMix boxes into it
+        return out
+
+    def __iter__(self) -> Iterator[dict]:
+        lab = self._stream(self.labeled, self.batch_size, self.seed)
+        unl = mix = None
+        if self._source is not None:
+            unl = self._stream(self._source, self.unlabeled_batch_size, self.seed + 1)
+            mix = self._stream(self._source, self.unlabeled_batch_size, self.seed + 2)
+        for batch in lab:
+            out = dict(batch)
+            if unl is not None:
+                out.update(self._views(next(unl), UNLABELED_KEYS))
+                out.update(self._views(next(mix), MIX_KEYS))
+            self.consumed += 1
+            yield out
+
+    def state_dict(self) -> dict:
+        return {"consumed": self.consumed}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.consumed = int(state["consumed"])

@@ -1,0 +1,176 @@
+# Copyright (c) 2026 ssl-monai-bundles contributors
+# SPDX-License-Identifier: Apache-2.0
+"""Inferers of the CrossMatch bundle, built on MONAI's.
+
+- :class:`PaperSlidingWindowInferer`: the LA test protocol of the paper (112x112x80 windows at stride 18, 18, 4,
+  window starts ``min(i * stride, size - patch)``, symmetric zero padding of small volumes, softmax averaged by
+  coverage count). It is MONAI's :class:`~monai.inferers.SlidingWindowInferer` with constant blending and per-axis
+  overlaps chosen so that ``int(roi * (1 - overlap))`` equals the strides; MONAI's scan gives exactly the reference
+  windows (checked against :func:`sliding_window_loop` in the tests).
+- :class:`SliceResizeInferer`: a 2D network on a 3D volume, slice by slice along the last axis; each slice is resized
+  to the network's size (256x256), predicted, and resized back to the volume's own size (ACDC protocol).
+- :class:`AmpInferer`: wraps any inferer so that the network runs under device-aware autocast and channels-last,
+  returns fp32, and (by default) yields softmax probabilities per window/slice, which the wrapped inferer then averages.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from monai.inferers import Inferer, SlidingWindowInferer
+
+from .utils import amp_context, resolve_amp_dtype, to_memory_format
+
+__all__ = ["AmpInferer", "PaperSlidingWindowInferer", "SliceResizeInferer", "overlap_for_strides", "sliding_window_loop"]
+
+
+def overlap_for_strides(roi_size: Sequence[int], strides: Sequence[int]) -> list[float]:
+    """Per-axis overlaps for MONAI's sliding window such that ``int(roi * (1 - overlap)) == stride`` on every axis.
+
+    The overlap is taken in the middle of the admissible interval, ``1 - (stride + 0.5) / roi``, away from float
+    rounding edges.
+
+    Raises:
+        ValueError: a stride outside ``[1, roi]``.
+    """
+    out = []
+    for r, s in zip(roi_size, strides):
+        if not 1 <= s <= r:
+            raise ValueError(f"stride {s} must be in [1, {r}] for a window of {r}.")
+        ov = 0.0 if s == r else 1.0 - (s + 0.5) / r
+        if int(r * (1 - ov)) != s:
+            raise ValueError(f"cannot express stride {s} for roi {r} as a MONAI overlap.")
+        out.append(ov)
+    return out
+
+
+class PaperSlidingWindowInferer(SlidingWindowInferer):
+    """The paper's LA sliding window as a MONAI :class:`~monai.inferers.SlidingWindowInferer`.
+
+    Args:
+        roi_size: window size (112, 112, 80).
+        strides: window strides (18, 18, 4).
+        sw_batch_size: windows per network call.
+        kwargs: other :class:`~monai.inferers.SlidingWindowInferer` arguments (``sw_device``, ``device``...);
+            ``overlap`` and ``mode`` are fixed by this class.
+    """
+
+    def __init__(self, roi_size: Sequence[int] = (112, 112, 80), strides: Sequence[int] = (18, 18, 4),
+                 sw_batch_size: int = 1, **kwargs: Any) -> None:
+        kwargs.pop("overlap", None)
+        kwargs.pop("mode", None)
+        self.strides = tuple(int(s) for s in strides)
+        super().__init__(roi_size=roi_size, sw_batch_size=sw_batch_size, overlap=overlap_for_strides(roi_size, strides),
+                         mode="constant", padding_mode="constant", cval=0.0, **kwargs)
+
+
+def sliding_window_loop(
+    predictor: Callable[[torch.Tensor], torch.Tensor],
+    image: torch.Tensor,
+    patch: Sequence[int] = (112, 112, 80),
+    strides: Sequence[int] = (18, 18, 4),
+    num_classes: int = 2,
+) -> torch.Tensor:
+    """The reference's plain loop (``test_single_case``) on a ``(1, C, X, Y, Z)`` image: averaged ``predictor`` outputs.
+
+    Kept for verification: :class:`PaperSlidingWindowInferer` must give the same result.
+    """
+    size = list(image.shape[2:])
+    pads = [max(p - s, 0) for p, s in zip(patch, size)]
+    lo = [p // 2 for p in pads]
+    pad_arg: list[int] = []
+    for p, low in reversed(list(zip(pads, lo))):
+        pad_arg += [low, p - low]
+    x = F.pad(image, pad_arg) if any(pads) else image
+    big = list(x.shape[2:])
+    score = torch.zeros((1, num_classes, *big), dtype=torch.float32, device=image.device)
+    count = torch.zeros((1, 1, *big), dtype=torch.float32, device=image.device)
+    ranges = [range(math.ceil((b - p) / s) + 1) for b, p, s in zip(big, patch, strides)]
+    for idx in itertools.product(*ranges):
+        starts = [min(i * s, b - p) for i, s, b, p in zip(idx, strides, big, patch)]
+        sl = (slice(None), slice(None), *[slice(a, a + p) for a, p in zip(starts, patch)])
+        score[sl] += predictor(x[sl]).float()
+        count[sl] += 1
+    out = score / count
+    crop = (slice(None), slice(None), *[slice(low, low + s) for low, s in zip(lo, size)])
+    return out[crop]
+
+
+class SliceResizeInferer(Inferer):
+    """Run a 2D network on every slice (last axis) of a ``(B, C, H, W, D)`` volume at a fixed in-plane size.
+
+    Each slice is resized to ``roi_size`` (``mode``: ``"bilinear"`` or the reference's ``"nearest"``), predicted, and
+    the network output resized back to ``(H, W)`` (``back_mode``: ``"bilinear"`` on probabilities, or ``"nearest"``,
+    the reference's order-0 zoom of the label map), then the slices are stacked back into the volume.
+    A ``(B, C, H, W)`` input is treated as one slice per batch item.
+
+    Args:
+        roi_size: the network's input size (256, 256).
+        slice_batch_size: slices per network call.
+        mode: interpolation of the image slices.
+        back_mode: interpolation of the outputs back to the native size.
+    """
+
+    def __init__(self, roi_size: Sequence[int] = (256, 256), slice_batch_size: int = 16, mode: str = "bilinear",
+                 back_mode: str = "bilinear") -> None:
+        super().__init__()
+        self.roi_size = tuple(int(s) for s in roi_size)
+        self.slice_batch_size = int(slice_batch_size)
+        self.mode, self.back_mode = mode, back_mode
+
+    @staticmethod
+    def _resize(x: torch.Tensor, size: Sequence[int], mode: str) -> torch.Tensor:
+        if tuple(x.shape[2:]) == tuple(size):
+            return x
+        kw = {"align_corners": False} if mode in ("bilinear", "bicubic") else {}
+        return F.interpolate(x, size=tuple(size), mode=mode, **kw)
+
+    def __call__(self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args: Any, **kwargs: Any) -> torch.Tensor:
+        squeeze = inputs.ndim == 4
+        vol = inputs.unsqueeze(-1) if squeeze else inputs
+        b, c, h, w, d = vol.shape
+        slices = vol.permute(0, 4, 1, 2, 3).reshape(b * d, c, h, w)
+        outs = []
+        for chunk in slices.split(self.slice_batch_size):
+            y = network(self._resize(chunk, self.roi_size, self.mode), *args, **kwargs)
+            outs.append(self._resize(y.float(), (h, w), self.back_mode))
+        out = torch.cat(outs)
+        out = out.reshape(b, d, out.shape[1], h, w).permute(0, 2, 3, 4, 1)
+        return out[..., 0] if squeeze else out
+
+
+class AmpInferer(Inferer):
+    """Wrap an inferer: the network runs under device-aware autocast and channels-last and returns fp32 (softmax).
+
+    Args:
+        inferer: the wrapped MONAI inferer (sliding window, slice, simple).
+        amp: use mixed precision where supported (bf16 on CPUs with native bf16; bf16/fp16 on CUDA).
+        amp_dtype: force ``"bfloat16"``/``"float16"``; None picks per device.
+        channels_last: feed the network channels-last tensors (convert the network once, see
+            :func:`scripts.utils.network_to_memory_format`).
+        softmax: return softmax probabilities per window/slice (averaged by the wrapped inferer), else logits.
+    """
+
+    def __init__(self, inferer: Inferer, amp: bool = True, amp_dtype: str | None = None, channels_last: bool = True,
+                 softmax: bool = True) -> None:
+        super().__init__()
+        self.inferer = inferer
+        self.amp, self.amp_dtype, self.channels_last, self.softmax = amp, amp_dtype, channels_last, softmax
+
+    def __call__(self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args: Any, **kwargs: Any) -> torch.Tensor:
+        dtype = resolve_amp_dtype(inputs.device, self.amp, self.amp_dtype)
+
+        def predictor(x: torch.Tensor, *a: Any, **k: Any) -> torch.Tensor:
+            x = torch.as_tensor(x)
+            with amp_context(x.device, dtype):
+                y = network(to_memory_format(x, self.channels_last), *a, **k)
+            y = y.float().contiguous()
+            return torch.softmax(y, dim=1) if self.softmax else y
+
+        with torch.inference_mode():
+            return self.inferer(torch.as_tensor(inputs), predictor, *args, **kwargs)
