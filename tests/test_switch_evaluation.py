@@ -169,8 +169,6 @@ def test_report_on_pngs_loaded_resized_and_batched(tmp_path):
     from PIL import Image
     from skimage.segmentation import find_boundaries
 
-    from scripts.transforms import PixelSpacingToMetad
-
     def mask(r0, r1, c0, c1):
         m = np.zeros((24, 32), np.uint8)
         m[r0:r1, c0:c1] = 1

@@ -219,7 +219,7 @@ def test_trainers_reduce_the_loss(cls):
                   optimizer=opt, teacher=teacher if handlers else None, pretrain_iterations=20, amp=False,
                   channels_last=False, train_handlers=handlers, **extra)
     losses = []
-    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: losses.append(float(e.state.output["loss"])))
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: losses.append(float(e.state.output[0]["loss"])))
     trainer.run()
     assert trainer.stage == "selftrain" and len(losses) == 60
     assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5

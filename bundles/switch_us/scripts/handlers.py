@@ -24,7 +24,9 @@ Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_
 if TYPE_CHECKING:
     from ignite.engine import Engine
 else:
-    Engine, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine", as_type="decorator")
+    Engine, _ = optional_import(
+        "ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine", as_type="decorator"
+    )
 
 __all__ = [
     "EMATeacher",
@@ -44,7 +46,10 @@ def _unwrap(network: torch.nn.Module) -> torch.nn.Module:
 
 def is_main_process() -> bool:
     """True outside distributed runs and on rank 0 of a distributed run."""
-    return not (torch.distributed.is_available() and torch.distributed.is_initialized()) or torch.distributed.get_rank() == 0
+    return (
+        not (torch.distributed.is_available() and torch.distributed.is_initialized())
+        or torch.distributed.get_rank() == 0
+    )
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:
@@ -290,9 +295,14 @@ class ProgressLogger:
         done = it - self._it0
         rate = (time.perf_counter() - self._t0) / max(done, 1)
         eta = rate * max(total - it, 0)
-        out = engine.state.output if isinstance(engine.state.output, dict) else {}
+        out = engine.state.output
+        if isinstance(out, (list, tuple)):  # decollated items: the loss entries are replicated in each
+            out = out[0] if out else {}
+        out = out if isinstance(out, dict) else {}
         losses = " ".join(
-            f"{k} {float(v):.4f}" for k, v in out.items() if k.startswith("loss") and isinstance(v, (float, torch.Tensor))
+            f"{k} {float(v):.4f}"
+            for k, v in out.items()
+            if k.startswith("loss") and isinstance(v, (float, torch.Tensor))
         )
         stage = f" [{out['stage']}]" if "stage" in out else ""
         lr = ""
@@ -325,7 +335,9 @@ class ResumeCheckpoint:
         filename: checkpoint file name.
     """
 
-    def __init__(self, save_dir: str, save_dict: dict[str, Any], interval: int = 1, filename: str = "checkpoint.pt") -> None:
+    def __init__(
+        self, save_dir: str, save_dict: dict[str, Any], interval: int = 1, filename: str = "checkpoint.pt"
+    ) -> None:
         if interval < 1:
             raise ValueError(f"interval must be >= 1, got {interval}.")
         self.path = Path(save_dir) / filename
@@ -358,7 +370,9 @@ class ResumeCheckpoint:
         try:
             state = torch.load(self.path, map_location="cpu", weights_only=False)
         except Exception as e:
-            raise RuntimeError(f"the checkpoint {self.path} cannot be read ({e}); move it away to start afresh.") from None
+            raise RuntimeError(
+                f"the checkpoint {self.path} cannot be read ({e}); move it away to start afresh."
+            ) from None
         for k, obj in self.save_dict.items():
             if k in state:
                 obj.load_state_dict(state[k])

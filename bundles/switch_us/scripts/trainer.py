@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from monai.data import MetaTensor
+from monai.data import MetaTensor, decollate_batch
 from monai.engines import Trainer
 from monai.engines.utils import IterationEvents
 from monai.utils import IgniteInfo, min_version, optional_import
@@ -37,7 +37,9 @@ if TYPE_CHECKING:
     from ignite.engine import Engine, EventEnum
 else:
     Engine, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine")
-    EventEnum, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "EventEnum", as_type="base")
+    EventEnum, _ = optional_import(
+        "ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "EventEnum", as_type="base"
+    )
 
 __all__ = [
     "BCPTrainer",
@@ -161,7 +163,9 @@ class SemiSupervisedTrainer(Trainer):
         self.amp_dtype = resolve_amp_dtype(self.state.device, amp, amp_dtype)
         self.amp = self.amp_dtype is not None
         self.scaler = (
-            torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 and torch.device(device).type == "cuda" else None
+            torch.amp.GradScaler("cuda")
+            if self.amp_dtype == torch.float16 and torch.device(device).type == "cuda"
+            else None
         )
         if self.channels_last:
             self.network.to(memory_format=torch.channels_last)
@@ -228,13 +232,18 @@ class SemiSupervisedTrainer(Trainer):
         engine.state.output[Keys.LOSS] = loss.detach()
         engine.state.output.update({k: float(v.detach()) for k, v in logs.items()})
         engine.state.output["stage"] = engine.stage
+        # MONAI's convention (``decollate=True``): one dict per item, scalars replicated, so the stock
+        # ``from_engine(["loss"], first=True)`` of MONAI's tracking settings (``--tracking mlflow``) reads the loss.
+        engine.state.output = decollate_batch(engine.state.output, detach=True)
         return engine.state.output
 
     # ----------------------------------------------------------------------------------------------
     def pseudo_label(self, images: torch.Tensor, threshold: float = 0.5, keep_largest: bool = True) -> torch.Tensor:
         """Teacher pseudo-labels: foreground probability >= ``threshold`` (binary) or argmax, then LCC."""
         if self.teacher is None:
-            raise RuntimeError(f"{type(self).__name__} needs a teacher (scripts.handlers.EMATeacher) for self-training.")
+            raise RuntimeError(
+                f"{type(self).__name__} needs a teacher (scripts.handlers.EMATeacher) for self-training."
+            )
         with torch.no_grad(), amp_context(self.state.device, self.amp_dtype):
             prob = torch.softmax(self.teacher.predict(images).float(), dim=1)
         if self.num_classes == 2:
@@ -261,8 +270,14 @@ class SupervisedBaselineTrainer(SemiSupervisedTrainer):
 class _MixTrainer(SemiSupervisedTrainer):
     """Shared pre-training of BCP and Switch: mix the two labelled halves and score both regions."""
 
-    def __init__(self, *args, pretrain_patch_weight: float = 1.0, pseudo_label_weight: float = 0.5,
-                 pseudo_threshold: float = 0.5, **kwargs) -> None:
+    def __init__(
+        self,
+        *args,
+        pretrain_patch_weight: float = 1.0,
+        pseudo_label_weight: float = 0.5,
+        pseudo_threshold: float = 0.5,
+        **kwargs,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.pretrain_patch_weight = float(pretrain_patch_weight)
         self.pseudo_label_weight = float(pseudo_label_weight)
@@ -334,9 +349,18 @@ class SwitchTrainer(_MixTrainer):
         temperature: InfoNCE temperature (0.07).
     """
 
-    def __init__(self, *args, coarse_size: int = 128, fine_size: int = 32, n_coarse: int = 2, n_fine: int = 2,
-                 contrastive_weight: float = 0.1, consistency_weight: float = 0.1, temperature: float = 0.07,
-                 **kwargs) -> None:
+    def __init__(
+        self,
+        *args,
+        coarse_size: int = 128,
+        fine_size: int = 32,
+        n_coarse: int = 2,
+        n_fine: int = 2,
+        contrastive_weight: float = 0.1,
+        consistency_weight: float = 0.1,
+        temperature: float = 0.07,
+        **kwargs,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.mask_args = {"coarse_size": coarse_size, "fine_size": fine_size, "n_coarse": n_coarse, "n_fine": n_fine}
         self.contrastive_weight = float(contrastive_weight)
