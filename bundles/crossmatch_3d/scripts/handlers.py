@@ -23,7 +23,9 @@ Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_
 if TYPE_CHECKING:
     from ignite.engine import Engine
 else:
-    Engine, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine", as_type="decorator")
+    Engine, _ = optional_import(
+        "ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine", as_type="decorator"
+    )
 
 __all__ = ["ModelCheckpoint", "ProgressLogger", "ResumeCheckpoint", "atomic_save", "is_main_process"]
 
@@ -35,7 +37,10 @@ def _unwrap(network: torch.nn.Module) -> torch.nn.Module:
 
 def is_main_process() -> bool:
     """True outside distributed runs and on rank 0 of a distributed run."""
-    return not (torch.distributed.is_available() and torch.distributed.is_initialized()) or torch.distributed.get_rank() == 0
+    return (
+        not (torch.distributed.is_available() and torch.distributed.is_initialized())
+        or torch.distributed.get_rank() == 0
+    )
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:
@@ -63,8 +68,15 @@ class ModelCheckpoint:
         best_filename: the best-validation weights.
     """
 
-    def __init__(self, validator: Engine | None, network: torch.nn.Module, save_dir: str,
-                 metric_name: str = "val_mean_dice", filename: str = "model.pt", best_filename: str = "model_best.pt") -> None:
+    def __init__(
+        self,
+        validator: Engine | None,
+        network: torch.nn.Module,
+        save_dir: str,
+        metric_name: str = "val_mean_dice",
+        filename: str = "model.pt",
+        best_filename: str = "model_best.pt",
+    ) -> None:
         self.validator = validator
         self.network = network
         self.save_dir = Path(save_dir)
@@ -76,7 +88,9 @@ class ModelCheckpoint:
 
     def attach(self, engine: Engine) -> None:
         self._trainer = engine
-        if self.validator is not None and not self.validator.has_event_handler(self.validation_completed, Events.COMPLETED):
+        if self.validator is not None and not self.validator.has_event_handler(
+            self.validation_completed, Events.COMPLETED
+        ):
             self.validator.add_event_handler(Events.COMPLETED, self.validation_completed)
         if not engine.has_event_handler(self.completed, Events.COMPLETED):
             engine.add_event_handler(Events.COMPLETED, self.completed)
@@ -90,15 +104,23 @@ class ModelCheckpoint:
         self.best = {"value": float(value), "iteration": int(self._trainer.state.iteration)}
         if is_main_process():
             atomic_save({"model": _unwrap(self.network).state_dict()}, self.save_dir / self.best_filename)
-        self.logger.info(f"new best {self.metric_name} {value:.4f} at iteration {self._trainer.state.iteration}: "
-                         f"saved {self.save_dir / self.best_filename}")
+        self.logger.info(
+            f"new best {self.metric_name} {value:.4f} at iteration {self._trainer.state.iteration}: "
+            f"saved {self.save_dir / self.best_filename}"
+        )
 
     def completed(self, engine: Engine) -> None:
         if is_main_process():
             atomic_save({"model": _unwrap(self.network).state_dict()}, self.save_dir / self.filename)
-            self.logger.info(f"final weights saved to {self.save_dir / self.filename}"
-                             + (f" (best {self.metric_name} {self.best['value']:.4f} at iteration "
-                                f"{self.best['iteration']} in {self.best_filename})" if self.best else ""))
+            self.logger.info(
+                f"final weights saved to {self.save_dir / self.filename}"
+                + (
+                    f" (best {self.metric_name} {self.best['value']:.4f} at iteration "
+                    f"{self.best['iteration']} in {self.best_filename})"
+                    if self.best
+                    else ""
+                )
+            )
 
     def state_dict(self) -> dict:
         return {"best": self.best}
@@ -142,9 +164,14 @@ class ProgressLogger:
         done = it - self._it0
         rate = (time.perf_counter() - self._t0) / max(done, 1)
         eta = rate * max(total - it, 0)
-        out = engine.state.output if isinstance(engine.state.output, dict) else {}
+        out = engine.state.output
+        if isinstance(out, (list, tuple)):  # decollated items: the loss entries are replicated in each
+            out = out[0] if out else {}
+        out = out if isinstance(out, dict) else {}
         losses = " ".join(
-            f"{k} {float(v):.4f}" for k, v in out.items() if k.startswith("loss") and isinstance(v, (float, torch.Tensor))
+            f"{k} {float(v):.4f}"
+            for k, v in out.items()
+            if k.startswith("loss") and isinstance(v, (float, torch.Tensor))
         )
         lr = ""
         opt = getattr(engine, "optimizer", None)
@@ -176,7 +203,9 @@ class ResumeCheckpoint:
         filename: checkpoint file name.
     """
 
-    def __init__(self, save_dir: str, save_dict: dict[str, Any], interval: int = 1, filename: str = "checkpoint.pt") -> None:
+    def __init__(
+        self, save_dir: str, save_dict: dict[str, Any], interval: int = 1, filename: str = "checkpoint.pt"
+    ) -> None:
         if interval < 1:
             raise ValueError(f"interval must be >= 1, got {interval}.")
         self.path = Path(save_dir) / filename
@@ -209,7 +238,9 @@ class ResumeCheckpoint:
         try:
             state = torch.load(self.path, map_location="cpu", weights_only=False)
         except Exception as e:
-            raise RuntimeError(f"the checkpoint {self.path} cannot be read ({e}); move it away to start afresh.") from None
+            raise RuntimeError(
+                f"the checkpoint {self.path} cannot be read ({e}); move it away to start afresh."
+            ) from None
         for k, obj in self.save_dict.items():
             if k in state:
                 obj.load_state_dict(state[k])
