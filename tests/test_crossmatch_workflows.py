@@ -107,7 +107,8 @@ def test_la_evaluate_and_inference_from_the_bundle_copy(la_demo):
 def test_acdc_inference_with_the_overlay(acdc_demo):
     image = sorted((acdc_demo / "data" / "phantom_acdc" / "images").glob("*.nii.gz"))[0]
     _ok(run_bundle(acdc_demo, ["configs/inference.yaml", "configs/acdc.yaml"], "--input", str(image)))
-    seg = nib.load(str(next((acdc_demo / "predictions" / "inference").glob("*_seg.nii.gz"))))
+    # acdc.yaml names the run "acdc", so the predictions land in predictions/acdc
+    seg = nib.load(str(next((acdc_demo / "predictions" / "acdc").glob("*_seg.nii.gz"))))
     assert seg.shape == nib.load(str(image)).shape
     assert set(np.unique(np.asarray(seg.dataobj))) <= {0, 1, 2, 3}
 
@@ -157,4 +158,4 @@ def test_real_data_workflows(tmp_path, shared_data, source, configs, extra):
     test_images = [str(prepared / it["image"]) for it in json.loads((prepared / "datalist.json").read_text())["test"][:1]]
     inference = ["configs/inference.yaml"] + (["configs/acdc.yaml"] if source == "acdc" else [])
     _ok(run_bundle(b, inference, "--input", json.dumps(test_images), "--ckpt_path", str(b / "runs" / "real" / "models" / "model.pt")))
-    assert len(list((b / "predictions" / "inference").glob("*_seg.nii.gz"))) == 1
+    assert len(list((b / "predictions" / ("acdc" if source == "acdc" else "inference")).glob("*_seg.nii.gz"))) == 1
