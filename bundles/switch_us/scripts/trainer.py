@@ -67,6 +67,10 @@ def _plain(x: torch.Tensor) -> torch.Tensor:
     return x.as_tensor() if isinstance(x, MetaTensor) else torch.as_tensor(x)
 
 
+def _distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
 def largest_component(mask: torch.Tensor) -> torch.Tensor:
     """Keep the largest 8-connected foreground component of each 2D mask in a ``(B, H, W)`` batch.
 
@@ -169,6 +173,10 @@ class SemiSupervisedTrainer(Trainer):
         )
         if self.channels_last:
             self.network.to(memory_format=torch.channels_last)
+        self._world = torch.distributed.get_world_size() if _distributed() else 1
+        if self._world > 1 and not hasattr(self.network, "module"):  # every rank starts from rank 0's weights
+            for t in [*self.network.parameters(), *self.network.buffers()]:
+                torch.distributed.broadcast(t.data, src=0)
 
     # ----------------------------------------------------------------------------------------------
     @property
@@ -186,6 +194,25 @@ class SemiSupervisedTrainer(Trainer):
             label = _plain(batch[Keys.LABEL]).to(self.state.device, non_blocking=self.non_blocking)
             out[Keys.LABEL] = (label[:, 0] if label.ndim == out[Keys.IMAGE].ndim else label).round().long()
         return out
+
+    def sync_gradients(self) -> None:
+        """Average the gradients over the processes of a distributed run (one coalesced all-reduce).
+
+        Switch runs the projector head outside the network's ``forward`` and only in self-training, which a
+        ``DistributedDataParallel`` wrapper cannot follow, so the ``multi_gpu_train`` overlay does not wrap the
+        network and the gradients are synchronised here instead. A no-op in single-process runs and for a wrapped
+        network (DDP has already reduced its gradients).
+        """
+        if self._world <= 1 or hasattr(self.network, "module"):
+            return
+        grads = [p.grad for p in self.network.parameters() if p.grad is not None]
+        if not grads:
+            return
+        flat = torch._utils._flatten_dense_tensors(grads)
+        torch.distributed.all_reduce(flat)
+        flat /= self._world
+        for g, synced in zip(grads, torch._utils._unflatten_dense_tensors(flat, grads)):
+            g.copy_(synced)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with amp_context(self.state.device, self.amp_dtype):
@@ -221,11 +248,13 @@ class SemiSupervisedTrainer(Trainer):
         engine.fire_event(IterationEvents.LOSS_COMPLETED)
         if engine.scaler is not None:
             engine.scaler.scale(loss).backward()
+            engine.sync_gradients()
             engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
             engine.scaler.step(engine.optimizer)
             engine.scaler.update()
         else:
             loss.backward()
+            engine.sync_gradients()
             engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
             engine.optimizer.step()
         engine.fire_event(IterationEvents.MODEL_COMPLETED)
