@@ -105,3 +105,14 @@ def test_a_misspelt_override_stops_the_run_before_anything_is_written(name, tmp_
     assert not (b / "runs").exists() or not any((b / "runs").iterdir()), "an output folder was created"
     assert not (b / "data").exists(), "the phantom data were generated"
     assert not (b / "models").exists()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_lowercase_boolean_is_refused(name, monkeypatch):
+    """python-fire reads ``--amp false`` as the string "false", which would switch AMP on."""
+    check = _check(name, monkeypatch)
+    with pytest.raises(ValueError, match="--amp false: this key takes True or False"):
+        check([MAIN, "run", "--config_file", DEMO, "--amp", "false"])
+    with pytest.raises(ValueError, match="--amp no: this key takes"):
+        check([MAIN, "run", "--config_file", DEMO, "--amp=no"])
+    check([MAIN, "run", "--config_file", DEMO, "--amp", "False", "--run_name", "false"])  # a str key may say "false"

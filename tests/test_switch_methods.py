@@ -192,6 +192,11 @@ def test_two_stage_cosine():
     f = TwoStageCosine(10, 40)
     assert f(0) == pytest.approx(1.0) and f(5) == pytest.approx(0.5) and f(10) == pytest.approx(1.0)
     assert f(25) == pytest.approx(0.5) and f(40) == pytest.approx(0.0, abs=1e-9)
+    g = TwoStageCosine(10, 40, selftrain_scale=0.2)  # the demo's gentler self-training restart
+    assert g(5) == pytest.approx(0.5) and g(10) == pytest.approx(0.2) and g(25) == pytest.approx(0.1)
+    assert TwoStageCosine(0, 40, selftrain_scale=0.2)(0) == pytest.approx(1.0)  # single stage: no restart to scale
+    with pytest.raises(ValueError, match="selftrain_scale"):
+        TwoStageCosine(10, 40, selftrain_scale=0.0)
 
 
 def _squares(n: int, size: int = 32, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -158,6 +158,9 @@ class PolyLR:
 _BUNDLE_CLI_ENTRIES = ("monai/bundle/__main__.py", "monai/bundle/__main__.pyc", "monai/bundle")
 
 
+_BOOL_WORDS = ("true", "false", "yes", "no", "on", "off")
+
+
 def _is_bundle_cli(arg0: str) -> bool:
     """Whether ``arg0`` (a process's ``argv[0]``) is the ``monai.bundle`` entry point (``python -m monai.bundle``)."""
     path = str(arg0).replace("\\", "/").rstrip("/")
@@ -339,14 +342,26 @@ def check_cli_overrides(argv: Sequence[str] | None = None) -> None:
             if key not in parser:
                 parser[key] = value
 
-    unknown = []
+    unknown, strings = [], []
     for key, source in overrides.items():
-        if _override_is_known(parser, str(key).replace("#", ID_SEP_KEY), ID_SEP_KEY):
+        id_ = str(key).replace("#", ID_SEP_KEY)
+        if _override_is_known(parser, id_, ID_SEP_KEY):
+            value = _fire_value(cli[key]) if source == "the command line" else file_args.get(key)
+            if id_ in parser and isinstance(parser[id_], bool) and isinstance(value, str) and (
+                value.strip().lower() in _BOOL_WORDS
+            ):
+                strings.append(f"--{key} {value}")
             continue
         sep = ID_SEP_KEY if ID_SEP_KEY in str(key) else "#"
         close = difflib.get_close_matches(str(key), _config_ids(parser.get(), "", sep), n=3, cutoff=0.6)
         hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
         unknown.append(f"{key!r} given {'on' if source == 'the command line' else 'in'} {source}{hint}")
+    if strings:  # python-fire passes `--amp false` on as the string "false", which a config reads as true
+        raise ValueError(
+            f"{', '.join(strings)}: {'these keys take' if len(strings) > 1 else 'this key takes'} True or False "
+            "(capitalised, as Python writes them); python-fire passes any other spelling on as a string, which is "
+            "always true."
+        )
     if not unknown:
         return
     names = " + ".join(files)

@@ -133,25 +133,35 @@ class TwoStageCosine:
     Args:
         pretrain_iterations: length of the first stage (0 for a single stage).
         total_iterations: length of the whole run.
+        selftrain_scale: factor on the self-training stage's peak learning rate (1.0, the published restart at
+            the base learning rate); a single-stage schedule (no pre-training) ignores it.
     """
 
-    def __init__(self, pretrain_iterations: int, total_iterations: int) -> None:
+    def __init__(self, pretrain_iterations: int, total_iterations: int, selftrain_scale: float = 1.0) -> None:
         if total_iterations <= 0 or not 0 <= pretrain_iterations <= total_iterations:
             raise ValueError(f"need 0 <= pretrain_iterations ({pretrain_iterations}) <= total_iterations ({total_iterations}).")
+        if not selftrain_scale > 0:
+            raise ValueError(f"selftrain_scale must be positive, got {selftrain_scale}.")
         self.pretrain = int(pretrain_iterations)
         self.total = int(total_iterations)
+        self.selftrain_scale = float(selftrain_scale)
 
     def __call__(self, step: int) -> float:
         if step < self.pretrain:
             k, n = step, self.pretrain
         else:
             k, n = step - self.pretrain, max(self.total - self.pretrain, 1)
+            scale = self.selftrain_scale if self.pretrain > 0 else 1.0  # a single stage is not a restart
+            return scale * 0.5 * (1.0 + math.cos(math.pi * min(k, n) / n))
         return 0.5 * (1.0 + math.cos(math.pi * min(k, n) / n))
 
 
 # ---- command-line override check -------------------------------------------------------------------------------
 
 _BUNDLE_CLI_ENTRIES = ("monai/bundle/__main__.py", "monai/bundle/__main__.pyc", "monai/bundle")
+
+
+_BOOL_WORDS = ("true", "false", "yes", "no", "on", "off")
 
 
 def _is_bundle_cli(arg0: str) -> bool:
@@ -335,14 +345,26 @@ def check_cli_overrides(argv: Sequence[str] | None = None) -> None:
             if key not in parser:
                 parser[key] = value
 
-    unknown = []
+    unknown, strings = [], []
     for key, source in overrides.items():
-        if _override_is_known(parser, str(key).replace("#", ID_SEP_KEY), ID_SEP_KEY):
+        id_ = str(key).replace("#", ID_SEP_KEY)
+        if _override_is_known(parser, id_, ID_SEP_KEY):
+            value = _fire_value(cli[key]) if source == "the command line" else file_args.get(key)
+            if id_ in parser and isinstance(parser[id_], bool) and isinstance(value, str) and (
+                value.strip().lower() in _BOOL_WORDS
+            ):
+                strings.append(f"--{key} {value}")
             continue
         sep = ID_SEP_KEY if ID_SEP_KEY in str(key) else "#"
         close = difflib.get_close_matches(str(key), _config_ids(parser.get(), "", sep), n=3, cutoff=0.6)
         hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
         unknown.append(f"{key!r} given {'on' if source == 'the command line' else 'in'} {source}{hint}")
+    if strings:  # python-fire passes `--amp false` on as the string "false", which a config reads as true
+        raise ValueError(
+            f"{', '.join(strings)}: {'these keys take' if len(strings) > 1 else 'this key takes'} True or False "
+            "(capitalised, as Python writes them); python-fire passes any other spelling on as a string, which is "
+            "always true."
+        )
     if not unknown:
         return
     names = " + ".join(files)
