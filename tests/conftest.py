@@ -13,6 +13,7 @@ import importlib
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -40,6 +41,36 @@ def run_bundle(bundle_dir: Path, configs: list[str], *overrides: str, timeout: i
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", config_arg, *overrides]
     env = {**os.environ, "PYTHONPATH": str(bundle_dir), "PYTHONUNBUFFERED": "1"}
     return subprocess.run(cmd, cwd=bundle_dir, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+MONAILABEL_SETUP = REPO / "scripts" / "setup_monailabel.sh"
+
+
+@pytest.hookimpl(trylast=True)  # after -m / -k deselection
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Start making the MONAI Label venv in the background when a selected test needs it.
+
+    ``scripts/setup_monailabel.sh`` spends minutes downloading and unpacking wheels, mostly waiting on I/O; started
+    at collection (at low CPU priority) it overlaps the CPU-bound tests that run first. The ``monailabel_venv``
+    fixture runs the same script later, which waits on the script's lock and then reuses the finished venv (or
+    reports the failure itself). ``SSL_MONAI_NO_PREFETCH=1`` turns this off.
+    """
+    if os.environ.get("SSL_MONAI_NO_PREFETCH") or not any(i.get_closest_marker("monailabel") for i in items):
+        return
+    log = Path(tempfile.gettempdir()) / "ssl-monai-bundles-setup_monailabel.log"
+    with open(log, "w") as err:  # the child keeps its own copy of the descriptor
+        config._monailabel_prefetch = subprocess.Popen(  # type: ignore[attr-defined]
+            ["nice", "-n", "10", "bash", str(MONAILABEL_SETUP)], stdout=subprocess.DEVNULL, stderr=err,
+            start_new_session=True,
+        )
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Stop a background venv set-up that is still running (the script starts over cleanly next time)."""
+    proc = getattr(session.config, "_monailabel_prefetch", None)
+    if proc is not None and proc.poll() is None:
+        os.killpg(proc.pid, 15)
+        proc.wait(timeout=30)
 
 
 @pytest.fixture
