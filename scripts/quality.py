@@ -1,0 +1,285 @@
+# Copyright (c) 2026 ssl-monai-bundles contributors
+# SPDX-License-Identifier: Apache-2.0
+"""The semi-supervised gain under a fixed budget: supervised-only against each semi-supervised method.
+
+Every method of a dataset trains from the same prepared dataset (same labelled cases, same seed), with the same
+number of iterations at the same reduced resolution, in its own run of the bundle, and is evaluated on the
+dataset's ``test`` list by the bundle's own test evaluation. The results are collected into a table.
+
+Protocols (the budget fits a 2-core CPU; ``--iterations`` scales every budget):
+
+==========  ================  =====================================================================
+protocol    bundle            methods and budget
+==========  ================  =====================================================================
+``us2d``    ``switch_us``     supervised, BCP, Switch; 128x128 images, batch 4 (+4 unlabelled);
+                              1000 pre-training + 400 self-training iterations (supervised: 1400)
+``acdc``    ``crossmatch_3d`` supervised, CrossMatch; 2D U-Net on 96x96 slices, batch 4, 400 iterations
+``la``      ``crossmatch_3d`` supervised, CrossMatch; V-Net with 8 base filters, 48x48x32 crops,
+                              batch 2, 300 iterations, sliding-window test on whole volumes
+==========  ================  =====================================================================
+
+Usage (from the repository root; ``scripts/prepare_data.py`` writes the prepared folders)::
+
+    python scripts/quality.py run us2d --dataset_dir /data/ddti_prepared --output quality/ddti
+    python scripts/quality.py run acdc --dataset_dir /data/acdc_prepared --output quality/acdc
+    python scripts/quality.py table quality/ddti quality/busi quality/acdc quality/la    # one Markdown table
+
+``run`` writes ``<output>/<method>/`` (the bundle copy's run folder with its evaluation), ``quality.json`` and
+``quality.md``. A method whose run already finished is not trained again (its results are read back), so an
+interrupted protocol continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import fire
+
+REPO = Path(__file__).resolve().parents[1]
+logger = logging.getLogger("quality")
+
+# table columns: summary keys (a per-class key is ``<metric>_<class>``)
+METRICS = ("dice", "iou", "jaccard", "hd95", "asd")
+
+
+class QualityError(RuntimeError):
+    """A protocol could not run: bad arguments, a missing dataset or a failed training run."""
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """A fixed-budget comparison on one bundle.
+
+    Attributes:
+        bundle: the bundle folder name under ``bundles/``.
+        configs: config files every method uses (the method's overlay is appended).
+        methods: method name -> extra config files (``[]``: the bundle's own semi-supervised method).
+        budget: overrides that set the budget; integer values are scaled by ``--iterations``.
+        scaled: the keys of ``budget`` that count iterations.
+        supervised_total: for supervised-only in a two-stage bundle, the key that receives the whole budget.
+        overrides: other fixed overrides (resolution, workers, logging).
+    """
+
+    bundle: str
+    configs: tuple[str, ...]
+    methods: Mapping[str, tuple[str, ...]]
+    budget: Mapping[str, int]
+    overrides: Mapping[str, str] = field(default_factory=dict)
+    supervised_total: str | None = None
+
+
+PROTOCOLS: dict[str, Protocol] = {
+    "us2d": Protocol(
+        bundle="switch_us",
+        configs=("configs/train.yaml", "configs/demo.yaml"),
+        methods={
+            "supervised": ("configs/baseline_supervised.yaml",),
+            "bcp": ("configs/baseline_bcp.yaml",),
+            "switch": (),
+        },
+        budget={"pretrain_iterations": 1000, "selftrain_iterations": 400},
+        overrides={"image_size": "128", "batch_size": "4", "val_interval": "100", "num_workers": "0", "max_overlays": "4"},
+        supervised_total="selftrain_iterations",
+    ),
+    "acdc": Protocol(
+        bundle="crossmatch_3d",
+        configs=("configs/train.yaml", "configs/acdc.yaml", "configs/demo.yaml"),
+        methods={"supervised": ("configs/baseline.yaml",), "crossmatch": ()},
+        budget={"max_iterations": 400},
+        overrides={"image_size": "96", "batch_size": "4", "val_interval": "100", "num_workers": "0"},
+    ),
+    "la": Protocol(
+        bundle="crossmatch_3d",
+        configs=("configs/train.yaml", "configs/demo.yaml"),
+        methods={"supervised": ("configs/baseline.yaml",), "crossmatch": ()},
+        budget={"max_iterations": 300},
+        overrides={"val_interval": "100", "num_workers": "0"},
+    ),
+}
+
+
+def method_overrides(protocol: Protocol, method: str, scale: float = 1.0) -> dict[str, str]:
+    """The command-line overrides of one method: the fixed ones, then the budget scaled by ``scale``.
+
+    Supervised-only in a two-stage bundle has no pre-training stage, so it gets the whole budget (pre-training +
+    self-training iterations) as its single stage: every method sees the same number of iterations.
+    """
+    if not scale > 0:
+        raise QualityError(f"--iterations must be a positive scale factor, got {scale}.")
+    budget = {k: max(1, round(v * scale)) for k, v in protocol.budget.items()}
+    if method == "supervised" and protocol.supervised_total is not None:
+        total = sum(budget.values())
+        budget = {k: (total if k == protocol.supervised_total else 0) for k in budget}
+    return {**protocol.overrides, **{k: str(v) for k, v in budget.items()}}
+
+
+def _copy_bundle(name: str, dst: Path) -> Path:
+    if not (dst / "configs").is_dir():
+        shutil.copytree(REPO / "bundles" / name, dst, dirs_exist_ok=True, ignore=shutil.ignore_patterns(
+            "runs", "data", "models", "eval", "predictions", "__pycache__"))
+    return dst
+
+
+def _run_method(bundle: Path, configs: Sequence[str], overrides: Mapping[str, str], log_file: Path) -> None:
+    config_arg = "[" + ",".join(f"'{c}'" for c in configs) + "]"
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", config_arg]
+    for k, v in overrides.items():
+        cmd += [f"--{k}", v]
+    env = {**os.environ, "PYTHONPATH": str(bundle), "PYTHONUNBUFFERED": "1"}
+    logger.info("running: %s (log: %s)", " ".join(cmd), log_file)
+    with open(log_file, "w") as log:
+        proc = subprocess.run(cmd, cwd=bundle, env=env, stdout=log, stderr=subprocess.STDOUT)
+    if proc.returncode != 0:
+        tail = log_file.read_text(errors="replace")[-3000:]
+        raise QualityError(f"the run failed (exit code {proc.returncode}); the end of {log_file}:\n{tail}")
+
+
+def read_summary(run_dir: Path) -> dict[str, float]:
+    """The mean of every metric in ``<run_dir>/evaluation/metrics_summary.json``."""
+    path = run_dir / "evaluation" / "metrics_summary.json"
+    if not path.exists():
+        raise QualityError(f"{path} does not exist: the run did not reach its test evaluation.")
+    metrics = json.loads(path.read_text())["metrics"]
+    return {k: (math.nan if v["mean"] is None else float(v["mean"])) for k, v in metrics.items()}
+
+
+def table_columns(results: Sequence[Mapping[str, float]]) -> list[str]:
+    """Table columns: each metric of :data:`METRICS` present, then its per-class values in first-seen order.
+
+    Millimetre (``*_mm``) and pooled-HD95 (``hd95_pooled*``) variants are left out of the table (they stay in
+    ``quality.json``).
+    """
+    keys = list(dict.fromkeys(k for r in results for k in r))
+    keys = [k for k in keys if not k.endswith("_mm") and not k.startswith("hd95_pooled")]
+    cols: list[str] = []
+    for m in METRICS:
+        cols += [k for k in keys if k == m] + [k for k in keys if k.startswith(m + "_")]
+    return cols
+
+
+def markdown_table(rows: Sequence[Mapping]) -> str:
+    """A Markdown table of ``{"dataset", "method", "metrics", ...}`` rows; Dice gain over supervised-only."""
+    cols = table_columns([r["metrics"] for r in rows])
+    head = "| dataset | method | " + " | ".join(cols) + " | Dice gain |"
+    lines = [head, "|" + "---|" * (len(cols) + 3)]
+    for r in rows:
+        base = next((s for s in rows if s["dataset"] == r["dataset"] and s["method"] == "supervised"), None)
+        gain = ""
+        if base is not None and r["method"] != "supervised" and "dice" in r["metrics"]:
+            gain = f"{100 * (r['metrics']['dice'] - base['metrics']['dice']):+.1f}"
+        cells = []
+        for c in cols:
+            v = r["metrics"].get(c, math.nan)
+            cells.append("" if math.isnan(v) else (f"{v:.4f}" if c.startswith(("dice", "iou", "jaccard")) else f"{v:.2f}"))
+        lines.append(f"| {r['dataset']} | {r['method']} | " + " | ".join(cells) + f" | {gain} |")
+    return "\n".join(lines)
+
+
+def run(
+    protocol: str,
+    dataset_dir: str,
+    output: str,
+    methods: str | Sequence[str] | None = None,
+    iterations: float = 1.0,
+    seed: int | None = None,
+    amp: bool = True,
+    name: str | None = None,
+) -> dict:
+    """Train and evaluate every method of ``protocol`` on a prepared dataset under the same budget.
+
+    Args:
+        protocol: ``us2d`` (switch_us: BUSI, DDTI, HC18, any 2D set), ``acdc`` or ``la`` (crossmatch_3d).
+        dataset_dir: a folder written by ``scripts/prepare_data.py``.
+        output: the results folder (a bundle copy, one run folder per method, ``quality.json``/``quality.md``).
+        methods: a subset of the protocol's methods (comma-separated or a list; default all).
+        iterations: scale factor on the protocol's iteration budget (1.0 = the documented budget).
+        seed: the seed of every method (default: the bundle's).
+        amp: mixed precision (bf16 autocast on this CPU) or fp32.
+        name: the dataset name in the table (default: the dataset folder's name).
+
+    Returns:
+        The results written to ``quality.json``.
+    """
+    if protocol not in PROTOCOLS:
+        raise QualityError(f"unknown protocol {protocol!r}; choose one of {sorted(PROTOCOLS)}.")
+    proto = PROTOCOLS[protocol]
+    data = Path(dataset_dir).expanduser().resolve()
+    if not (data / "datalist.json").is_file():
+        raise QualityError(f"{data} holds no datalist.json: prepare it with scripts/prepare_data.py first.")
+    chosen = list(proto.methods) if methods is None else (
+        [m.strip() for m in methods.split(",") if m.strip()] if isinstance(methods, str) else list(methods))
+    unknown = [m for m in chosen if m not in proto.methods]
+    if unknown or not chosen:
+        raise QualityError(f"unknown method(s) {unknown} for {protocol}; choose from {list(proto.methods)}.")
+    out = Path(output).expanduser().resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    bundle = _copy_bundle(proto.bundle, out / "bundle")
+    dataset = name or data.name
+    rows = []
+    for i, method in enumerate(chosen, 1):
+        overrides = {**method_overrides(proto, method, iterations), "dataset_dir": str(data), "run_name": method,
+                     "amp": str(bool(amp))}
+        if seed is not None:
+            overrides["seed"] = str(int(seed))
+        run_dir = bundle / "runs" / method
+        configs = [*proto.configs, *proto.methods[method]]
+        start = time.time()
+        if (run_dir / "FINISHED").exists():
+            logger.info("[%d/%d] %s: finished earlier, reading its results", i, len(chosen), method)
+            seconds = None
+        else:
+            logger.info("[%d/%d] %s on %s", i, len(chosen), method, dataset)
+            _run_method(bundle, configs, overrides, out / f"{method}.log")
+            seconds = round(time.time() - start, 1)
+        metrics = read_summary(run_dir)
+        logger.info("[%d/%d] %s: Dice %.4f%s", i, len(chosen), method, metrics.get("dice", math.nan),
+                    f" in {seconds:.0f} s" if seconds else "")
+        command = f"cd {bundle} && python -m monai.bundle run --config_file \"{configs}\" " + " ".join(
+            f"--{k} {v}" for k, v in overrides.items())
+        rows.append({"dataset": dataset, "method": method, "metrics": metrics, "seconds": seconds,
+                     "run_dir": str(run_dir), "command": command})
+    result = {"protocol": protocol, "dataset_dir": str(data), "iterations_scale": iterations, "amp": bool(amp),
+              "rows": rows}
+    (out / "quality.json").write_text(json.dumps(result, indent=2, allow_nan=True) + "\n")
+    table = markdown_table(rows)
+    (out / "quality.md").write_text(table + "\n")
+    logger.info("\n%s\nwritten: %s, %s", table, out / "quality.json", out / "quality.md")
+    return result
+
+
+def table(*outputs: str, save: str | None = None) -> str:
+    """One Markdown table from the ``quality.json`` of several ``run`` outputs (written to ``save`` if given)."""
+    rows = []
+    for o in outputs:
+        path = Path(o) / "quality.json"
+        if not path.is_file():
+            raise QualityError(f"{path} does not exist: run `python scripts/quality.py run ... --output {o}` first.")
+        rows += json.loads(path.read_text())["rows"]
+    text = markdown_table(rows)
+    if save:
+        Path(save).write_text(text + "\n")
+    print(text)  # noqa: T201 - the table is this command's output
+    return text
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        fire.Fire({"run": run, "table": table}, serialize=lambda _: None)
+    except QualityError as e:
+        logger.error("%s", e)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

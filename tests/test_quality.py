@@ -1,0 +1,113 @@
+# Copyright (c) 2026 ssl-monai-bundles contributors
+# SPDX-License-Identifier: Apache-2.0
+"""scripts/quality.py: the fixed-budget protocol (same budget per method, table, resume) and a tiny real run."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO, import_bundle
+
+_spec = importlib.util.spec_from_file_location("quality", REPO / "scripts" / "quality.py")
+quality = importlib.util.module_from_spec(_spec)
+sys.modules["quality"] = quality
+_spec.loader.exec_module(quality)
+
+
+def test_every_method_gets_the_same_budget():
+    proto = quality.PROTOCOLS["us2d"]
+    sw = quality.method_overrides(proto, "switch", 0.5)
+    sup = quality.method_overrides(proto, "supervised", 0.5)
+    assert (int(sw["pretrain_iterations"]), int(sw["selftrain_iterations"])) == (500, 200)
+    assert (int(sup["pretrain_iterations"]), int(sup["selftrain_iterations"])) == (0, 700)  # one stage, same total
+    assert sw["image_size"] == sup["image_size"] == "128"
+    assert quality.method_overrides(quality.PROTOCOLS["acdc"], "supervised")["max_iterations"] == "400"
+    with pytest.raises(quality.QualityError, match="positive"):
+        quality.method_overrides(proto, "switch", 0)
+
+
+def test_table_columns_and_gain():
+    rows = [
+        {"dataset": "acdc", "method": "supervised",
+         "metrics": {"dice": 0.5, "dice_mm": 9.0, "jaccard": 0.4, "hd95": 12.0, "hd95_pooled": 1.0,
+                     "dice_rv": 0.45, "dice_lv": 0.55, "hd95_rv": 3.0}},
+        {"dataset": "acdc", "method": "crossmatch",
+         "metrics": {"dice": 0.5625, "jaccard": 0.45, "hd95": 8.0, "dice_rv": 0.5, "dice_lv": 0.625,
+                     "hd95_rv": math.nan}},
+    ]
+    assert quality.table_columns([r["metrics"] for r in rows]) == ["dice", "dice_rv", "dice_lv", "jaccard", "hd95",
+                                                                   "hd95_rv"]
+    text = quality.markdown_table(rows).splitlines()
+    assert text[0].startswith("| dataset | method | dice | dice_rv |") and text[0].endswith("| Dice gain |")
+    assert text[2] == "| acdc | supervised | 0.5000 | 0.4500 | 0.5500 | 0.4000 | 12.00 | 3.00 |  |"
+    assert text[3] == "| acdc | crossmatch | 0.5625 | 0.5000 | 0.6250 | 0.4500 | 8.00 |  | +6.2 |"
+
+
+def _finished(run_dir, dice):
+    (run_dir / "evaluation").mkdir(parents=True)
+    summary = {"metrics": {"dice": {"mean": dice, "std": 0.1, "count": 3}, "iou": {"mean": None, "std": None, "count": 0}}}
+    (run_dir / "evaluation" / "metrics_summary.json").write_text(json.dumps(summary))
+    (run_dir / "FINISHED").touch()
+
+
+def test_finished_methods_are_read_back_not_retrained(tmp_path, monkeypatch):
+    data = tmp_path / "prepared"
+    data.mkdir()
+    (data / "datalist.json").write_text("{}")
+    out = tmp_path / "out"
+    for method, dice in [("supervised", 0.6), ("bcp", 0.65), ("switch", 0.7)]:
+        _finished(out / "bundle" / "runs" / method, dice)
+
+    def _no_training(*args, **kwargs):
+        raise AssertionError("a finished method was trained again")
+
+    monkeypatch.setattr(quality, "_run_method", _no_training)
+    result = quality.run("us2d", str(data), str(out), name="ddti")
+    assert [r["method"] for r in result["rows"]] == ["supervised", "bcp", "switch"]
+    assert result["rows"][2]["metrics"]["dice"] == 0.7 and math.isnan(result["rows"][2]["metrics"]["iou"])
+    assert "| ddti | switch | 0.7000 |" in (out / "quality.md").read_text()
+    assert (out / "bundle" / "configs" / "train.yaml").exists()  # the protocol runs in its own bundle copy
+    assert "+10.0" in quality.table(str(out))
+
+
+def test_bad_arguments_are_clear(tmp_path):
+    with pytest.raises(quality.QualityError, match="unknown protocol"):
+        quality.run("nope", str(tmp_path), str(tmp_path / "o"))
+    with pytest.raises(quality.QualityError, match="no datalist.json"):
+        quality.run("us2d", str(tmp_path), str(tmp_path / "o"))
+    (tmp_path / "datalist.json").write_text("{}")
+    with pytest.raises(quality.QualityError, match="unknown method"):
+        quality.run("us2d", str(tmp_path), str(tmp_path / "o"), methods="switch,crossmatch")
+    with pytest.raises(quality.QualityError, match="quality.json"):
+        quality.table(str(tmp_path / "missing"))
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "quality.py"), "run", "us2d", str(tmp_path / "x"),
+                           str(tmp_path / "o")], capture_output=True, text=True)
+    assert proc.returncode == 2 and "no datalist.json" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_tiny_protocol_runs_end_to_end(tmp_path):
+    """The real commands: two methods with a tiny budget on phantoms; the table holds both and their Dice."""
+    import_bundle("switch_us")
+    from scripts.phantom import generate_phantom_dataset
+
+    data = generate_phantom_dataset(tmp_path / "phantoms", num_labeled=4, num_unlabeled=8, num_validation=2,
+                                    num_test=3, size=64)
+    data = data.parent if data.name == "datalist.json" else data
+    out = tmp_path / "q"
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "quality.py"), "run", "us2d", str(data), str(out),
+                           "--methods", "supervised,switch", "--iterations", "0.004"],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((out / "quality.json").read_text())
+    assert [r["method"] for r in result["rows"]] == ["supervised", "switch"]
+    assert all(0.0 <= r["metrics"]["dice"] <= 1.0 for r in result["rows"])
+    sup = json.loads((out / "bundle" / "runs" / "supervised" / "evaluation" / "metrics_summary.json").read_text())
+    assert sup["num_images"] == 3
+    assert "pretrain_iterations 4" in result["rows"][1]["command"]
+    assert "selftrain_iterations 6" in result["rows"][0]["command"]  # supervised: the whole budget in one stage
