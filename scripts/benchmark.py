@@ -12,6 +12,7 @@ Usage (from the repository root)::
     python scripts/benchmark.py run                                  # every workflow, CPU, 2 threads
     python scripts/benchmark.py run --workflows switch,bcp --settings published --precisions amp
     python scripts/benchmark.py one switch published amp             # a single measurement, printed as JSON
+    python scripts/benchmark.py profile switch published amp         # where the time goes (torch.profiler)
 
 Writes ``benchmarks/results.json`` and ``benchmarks/results.md`` (``--output`` to change the folder).
 """
@@ -28,7 +29,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import fire
@@ -191,19 +192,14 @@ def _crossmatch(workflow: str, cfg: dict, amp: bool, device: torch.device):
     return step, {"amp_dtype": str(trainer.amp_dtype), "unit": "s/iteration"}
 
 
-def one(workflow: str, setting: str = "published", precision: str = "amp", device: str | None = None,
-        threads: int = 2, warmup: int = 2, repeats: int = 5) -> None:
-    """Measure one workflow at one setting and precision in this process and print its JSON record."""
-    print(json.dumps(measure(workflow, setting, precision, device, threads, warmup, repeats)))  # noqa: T201
-
-
-def measure(workflow: str, setting: str = "published", precision: str = "amp", device: str | None = None,
-            threads: int = 2, warmup: int = 2, repeats: int = 5) -> dict:
-    """Measure one workflow at one setting and precision in this process and return its record."""
+def _build(workflow: str, setting: str, precision: str, device: str | None, threads: int):
+    """The step function of one workflow at one setting and precision, with its record fields, config and device."""
     if workflow not in WORKFLOWS:
         raise ValueError(f"unknown workflow {workflow!r}; choose from {', '.join(WORKFLOWS)}")
     if setting not in ("published", "demo"):
         raise ValueError(f"setting must be 'published' or 'demo', got {setting!r}")
+    if precision not in ("amp", "fp32"):
+        raise ValueError(f"precision must be 'amp' or 'fp32', got {precision!r}")
     torch.set_num_threads(int(threads))
     torch.manual_seed(0)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -215,6 +211,45 @@ def measure(workflow: str, setting: str = "published", precision: str = "amp", d
         step, info = _infer2d(cfg, amp, dev)
     else:
         step, info = _crossmatch(workflow, cfg, amp, dev)
+    return step, info, cfg, dev
+
+
+def profile(workflow: str, setting: str = "published", precision: str = "amp", device: str | None = None,
+            threads: int = 2, steps: int = 2, top: int = 20, output: str = "benchmarks") -> str:
+    """Where the time of one workflow goes: ``torch.profiler`` over ``steps`` steps after one warm-up step.
+
+    Writes ``<output>/profile_<workflow>_<setting>_<precision>.txt`` (operators by self time) and returns it.
+    """
+    step, _, _, dev = _build(workflow, setting, precision, device, threads)
+    step()  # warm-up: one-off allocations and kernel selection
+    activities = [torch.profiler.ProfilerActivity.CPU] + (
+        [torch.profiler.ProfilerActivity.CUDA] if dev.type == "cuda" else [])
+    with torch.profiler.profile(activities=activities) as prof:
+        for _ in range(int(steps)):
+            step()
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+    sort = "self_cuda_time_total" if dev.type == "cuda" else "self_cpu_time_total"
+    text = (f"{WORKFLOWS[workflow][1]}, {setting} settings, {precision}, {steps} steps on {_machine()}, "
+            f"{threads} threads\n\n" + prof.key_averages().table(sort_by=sort, row_limit=int(top)))
+    out = Path(output)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"profile_{workflow}_{setting}_{precision}.txt"
+    path.write_text(text + "\n")
+    print(text)  # noqa: T201 - the table is this command's output
+    return str(path)
+
+
+def one(workflow: str, setting: str = "published", precision: str = "amp", device: str | None = None,
+        threads: int = 2, warmup: int = 2, repeats: int = 5) -> None:
+    """Measure one workflow at one setting and precision in this process and print its JSON record."""
+    print(json.dumps(measure(workflow, setting, precision, device, threads, warmup, repeats)))  # noqa: T201
+
+
+def measure(workflow: str, setting: str = "published", precision: str = "amp", device: str | None = None,
+            threads: int = 2, warmup: int = 2, repeats: int = 5) -> dict:
+    """Measure one workflow at one setting and precision in this process and return its record."""
+    step, info, cfg, dev = _build(workflow, setting, precision, device, threads)
     times = _time(step, warmup, repeats, dev)
     record = {
         "workflow": workflow,
@@ -242,19 +277,31 @@ def _machine() -> str:
                 break
     except OSError:
         pass
+    try:
+        flags = next(ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags")).split()
+        bf16 = [f for f in ("amx_bf16", "avx512_bf16") if f in flags]
+        cpu += f" ({'/'.join(bf16) if bf16 else 'no native bf16: no AMX, no AVX512-BF16'})"
+    except (OSError, StopIteration):
+        pass
     gpu = f", {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
     return f"{cpu}, {os.cpu_count()} cores{gpu}, torch {torch.__version__}"
 
 
-def run(workflows: str = "all", settings: str = "published,demo", precisions: str = "amp,fp32", device: str | None = None,
+def run(workflows: str | Sequence[str] = "all", settings: str | Sequence[str] = "published,demo",
+        precisions: str | Sequence[str] = "amp,fp32", device: str | None = None,
         threads: int = 2, warmup: int = 2, repeats: int = 5, output: str = "benchmarks", timeout: int = 1800) -> None:
     """Measure several workflows, each in a subprocess; write ``<output>/results.json`` and ``results.md``."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    names = list(WORKFLOWS) if workflows == "all" else [w.strip() for w in str(workflows).split(",")]
-    records = []
+    names = list(WORKFLOWS) if workflows == "all" else _names(workflows)
+    out = Path(output)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {"machine": _machine(), "threads": threads, "date": time.strftime("%Y-%m-%d")}
+    # earlier measurements in the same folder are kept, except those measured again now
+    previous = json.loads((out / "results.json").read_text())["results"] if (out / "results.json").is_file() else []
+    records = list(previous)
     for w in names:
-        for s in str(settings).split(","):
-            for p in str(precisions).split(","):
+        for s in _names(settings):
+            for p in _names(precisions):
                 cmd = [sys.executable, __file__, "one", w, s, p, f"--threads={threads}", f"--warmup={warmup}",
                        f"--repeats={repeats}"] + ([f"--device={device}"] if device else [])
                 logger.info(f"measuring {w} {s} {p} ...")
@@ -265,13 +312,27 @@ def run(workflows: str = "all", settings: str = "published,demo", precisions: st
                     continue
                 rec = json.loads(lines[-1])
                 logger.info(f"  {rec['median_s']:.3f} {rec['unit']}, peak {rec['peak_memory_mb']:.0f} MB")
+                key = (w, s, p, rec["device"])
+                records = [r for r in records if (r["workflow"], r["setting"], r["precision"], r["device"]) != key]
                 records.append(rec)
-    out = Path(output)
-    out.mkdir(parents=True, exist_ok=True)
-    meta = {"machine": _machine(), "threads": threads, "date": time.strftime("%Y-%m-%d")}
-    (out / "results.json").write_text(json.dumps({"meta": meta, "results": records}, indent=2))
-    (out / "results.md").write_text(to_markdown(records, meta))
+                records.sort(key=_order)
+                # written after every measurement: an interrupted run keeps what it measured
+                (out / "results.json").write_text(json.dumps({"meta": meta, "results": records}, indent=2))
+                (out / "results.md").write_text(to_markdown(records, meta))
     logger.info(f"wrote {out / 'results.json'} and {out / 'results.md'}")
+
+
+def _names(value: str | Sequence[str]) -> list[str]:
+    """A comma-separated list, or the tuple python-fire makes of ``a,b`` on the command line."""
+    items = value.split(",") if isinstance(value, str) else [str(v) for v in value]
+    return [v.strip() for v in items if v.strip()]
+
+
+def _order(record: dict) -> tuple:
+    """Table order: workflow as in WORKFLOWS, published before demo, AMP before fp32."""
+    names = list(WORKFLOWS)
+    w = names.index(record["workflow"]) if record["workflow"] in names else len(names)
+    return w, record["setting"] != "published", record["precision"] != "amp", record["device"]
 
 
 def to_markdown(records: list[dict], meta: dict) -> str:
@@ -291,4 +352,4 @@ def to_markdown(records: list[dict], meta: dict) -> str:
 
 
 if __name__ == "__main__":
-    fire.Fire({"run": run, "one": one})
+    fire.Fire({"run": run, "one": one, "profile": profile})
