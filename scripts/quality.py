@@ -154,17 +154,21 @@ def read_summary(run_dir: Path) -> dict[str, float]:
 
 
 def table_columns(results: Sequence[Mapping[str, float]]) -> list[str]:
-    """Table columns: each metric of :data:`METRICS` present, then its per-class values in first-seen order.
+    """Table columns: Dice and its per-class values (first-seen order), IoU (Jaccard), HD95 and ASD.
 
-    Millimetre (``*_mm``) and pooled-HD95 (``hd95_pooled*``) variants are left out of the table (they stay in
-    ``quality.json``).
+    The per-class values of the other metrics, the millimetre (``*_mm*``) and the pooled-HD95 variants stay in
+    ``quality.json``; Jaccard is shown in the ``iou`` column (the same quantity).
     """
     keys = list(dict.fromkeys(k for r in results for k in r))
-    keys = [k for k in keys if not k.endswith("_mm") and not k.startswith("hd95_pooled")]
-    cols: list[str] = []
-    for m in METRICS:
-        cols += [k for k in keys if k == m] + [k for k in keys if k.startswith(m + "_")]
-    return cols
+    cols = [k for k in keys if k == "dice"] + [k for k in keys if k.startswith("dice_") and "_mm" not in k]
+    if any(k in ("iou", "jaccard") for k in keys):
+        cols.append("iou")
+    return cols + [m for m in ("hd95", "asd") if m in keys]
+
+
+def _value(metrics: Mapping[str, float], column: str) -> float:
+    v = metrics.get(column, metrics.get("jaccard", math.nan) if column == "iou" else math.nan)
+    return math.nan if v is None else float(v)
 
 
 def markdown_table(rows: Sequence[Mapping]) -> str:
@@ -179,8 +183,8 @@ def markdown_table(rows: Sequence[Mapping]) -> str:
             gain = f"{100 * (r['metrics']['dice'] - base['metrics']['dice']):+.1f}"
         cells = []
         for c in cols:
-            v = r["metrics"].get(c, math.nan)
-            cells.append("" if math.isnan(v) else (f"{v:.4f}" if c.startswith(("dice", "iou", "jaccard")) else f"{v:.2f}"))
+            v = _value(r["metrics"], c)
+            cells.append("" if math.isnan(v) else (f"{v:.4f}" if c.startswith(("dice", "iou")) else f"{v:.2f}"))
         lines.append(f"| {r['dataset']} | {r['method']} | " + " | ".join(cells) + f" | {gain} |")
     return "\n".join(lines)
 
