@@ -46,6 +46,39 @@ def run_bundle(bundle_dir: Path, configs: list[str], *overrides: str, timeout: i
 MONAILABEL_SETUP = REPO / "scripts" / "setup_monailabel.sh"
 
 
+def kill_mid_run(bundle_dir: Path, configs: list[str], overrides: list[str], checkpoint: Path, first: int, last: int,
+                 timeout: float = 300) -> int:
+    """Start ``monai.bundle run`` and SIGKILL it once ``checkpoint`` holds an iteration in ``[first, last)``.
+
+    Returns the iteration of the checkpoint at the kill; fails the test when the run ends before that.
+    """
+    import signal
+    import time
+
+    import torch
+
+    config_arg = "[" + ",".join(f"'{c}'" for c in configs) + "]"
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", config_arg, *overrides]
+    env = {**os.environ, "PYTHONPATH": str(bundle_dir)}
+    proc = subprocess.Popen(cmd, cwd=bundle_dir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    killed_at = None
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        if checkpoint.exists():
+            try:
+                it = torch.load(checkpoint, map_location="cpu", weights_only=False)["engine"]["iteration"]
+            except Exception:  # being replaced right now
+                it = 0
+            if first <= it < last:
+                proc.send_signal(signal.SIGKILL)
+                killed_at = it
+                break
+        time.sleep(0.02)
+    proc.wait(timeout=60)
+    assert killed_at is not None, "the run finished before it could be killed; make it longer"
+    return killed_at
+
+
 @pytest.hookimpl(trylast=True)  # after -m / -k deselection
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Start making the MONAI Label venv in the background when a selected test needs it.

@@ -7,15 +7,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import BUNDLES, run_bundle
+from conftest import BUNDLES, kill_mid_run, run_bundle
 
 pytestmark = pytest.mark.slow
 
@@ -72,26 +70,8 @@ def test_crossmatch_sigkill_then_same_command_resumes_to_the_same_weights(tmp_pa
     args = ["--max_iterations", "40", "--val_interval", "4", "--num_workers", "0", "--log_interval", "4",
             "--batch_size", "2", "--image_size", "32", "--amp", "False", "--run", "['$@train#trainer.run()']"]
     _ok(run_bundle(b, configs, *args, "--run_name", "straight"))
-    config_arg = "[" + ",".join(f"'{c}'" for c in configs) + "]"
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", config_arg, *args, "--run_name", "killed"]
     ckpt = b / "runs" / "killed" / "models" / "checkpoint.pt"
-    proc = subprocess.Popen(cmd, cwd=b, env={**os.environ, "PYTHONPATH": str(b)},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    killed_at = None
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        if ckpt.exists():
-            try:
-                it = torch.load(ckpt, map_location="cpu", weights_only=False)["engine"]["iteration"]
-            except Exception:  # being replaced right now
-                it = 0
-            if 8 <= it < 36:
-                proc.send_signal(signal.SIGKILL)
-                killed_at = it
-                break
-        time.sleep(0.02)
-    proc.wait(timeout=60)
-    assert killed_at is not None, "the run finished before it could be killed; make it longer"
+    kill_mid_run(b, configs, [*args, "--run_name", "killed"], ckpt, 8, 36)
     assert not (b / "runs" / "killed" / "FINISHED").exists()
     out = _ok(run_bundle(b, configs, *args, "--run_name", "killed"))
     assert "resumed from" in out

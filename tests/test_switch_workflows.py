@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import BUNDLES, REPO, run_bundle
+from conftest import BUNDLES, REPO, kill_mid_run, run_bundle
 from PIL import Image
 
 pytestmark = pytest.mark.slow
@@ -106,10 +106,6 @@ def test_real_data_workflows(tmp_path, shared_data, source):
 
 
 def test_sigkill_then_same_command_resumes_to_the_same_weights(tmp_path):
-    import os
-    import signal
-    import time
-
     import torch
 
     b = _copy_bundle(tmp_path)
@@ -119,26 +115,9 @@ def test_sigkill_then_same_command_resumes_to_the_same_weights(tmp_path):
             "--run", "['$@train#trainer.run()']"]
     _ok(run_bundle(b, ["configs/train.yaml", "configs/demo.yaml"], *args, "--run_name", "straight"))
 
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", "['configs/train.yaml','configs/demo.yaml']",
-           *args, "--run_name", "killed"]
-    env = {**os.environ, "PYTHONPATH": str(b)}
     ckpt = b / "runs" / "killed" / "models" / "checkpoint.pt"
-    proc = subprocess.Popen(cmd, cwd=b, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    killed_at = None
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        if ckpt.exists():
-            try:
-                it = torch.load(ckpt, map_location="cpu", weights_only=False)["engine"]["iteration"]
-            except Exception:  # being replaced right now
-                it = 0
-            if 16 <= it < 56:  # in the middle of self-training
-                proc.send_signal(signal.SIGKILL)
-                killed_at = it
-                break
-        time.sleep(0.02)
-    proc.wait(timeout=60)
-    assert killed_at is not None, "the run finished before it could be killed; make it longer"
+    # in the middle of self-training
+    kill_mid_run(b, ["configs/train.yaml", "configs/demo.yaml"], [*args, "--run_name", "killed"], ckpt, 16, 56)
     assert not (b / "runs" / "killed" / "FINISHED").exists()
     out = _ok(run_bundle(b, ["configs/train.yaml", "configs/demo.yaml"], *args, "--run_name", "killed"))
     assert "resumed from" in out

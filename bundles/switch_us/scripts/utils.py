@@ -148,12 +148,11 @@ class TwoStageCosine:
 
     def __call__(self, step: int) -> float:
         if step < self.pretrain:
-            k, n = step, self.pretrain
+            k, n, scale = step, self.pretrain, 1.0
         else:
             k, n = step - self.pretrain, max(self.total - self.pretrain, 1)
             scale = self.selftrain_scale if self.pretrain > 0 else 1.0  # a single stage is not a restart
-            return scale * 0.5 * (1.0 + math.cos(math.pi * min(k, n) / n))
-        return 0.5 * (1.0 + math.cos(math.pi * min(k, n) / n))
+        return scale * 0.5 * (1.0 + math.cos(math.pi * min(k, n) / n))
 
 
 # ---- command-line override check -------------------------------------------------------------------------------
