@@ -609,6 +609,25 @@ def test_amp_inferer_fp32_sliding_window(cm):
     assert not torch.allclose(logits.sum(1), torch.ones(1, 16, 16, 16))
 
 
+@pytest.mark.parametrize("kind", ["vnet", "unet"])
+def test_fold_batch_norm_same_function_original_untouched(cm, kind):
+    from scripts.inferers import fold_batch_norm
+    from scripts.networks import UNet2D, VNet
+
+    torch.manual_seed(0)
+    net, x, n_bn = ((VNet(1, 2, 8), torch.randn(2, 1, 16, 16, 16), 29) if kind == "vnet"
+                    else (UNet2D(1, 4), torch.randn(2, 1, 32, 32), 18))
+    net = _randomise_bn(net).train()
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    folded, count = fold_batch_norm(net)
+    assert count == n_bn and not folded.training
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in folded.modules())
+    assert net.training and sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules()) == n_bn
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in state.items())  # the original is not modified
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), net.eval()(x), rtol=1e-4, atol=1e-5)
+
+
 # ------------------------------------------------------------------------------------------------- 7. utils
 
 
