@@ -296,9 +296,16 @@ def run(workflows: str | Sequence[str] = "all", settings: str | Sequence[str] = 
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     meta = {"machine": _machine(), "threads": threads, "date": time.strftime("%Y-%m-%d")}
-    # earlier measurements in the same folder are kept, except those measured again now
-    previous = json.loads((out / "results.json").read_text())["results"] if (out / "results.json").is_file() else []
-    records = list(previous)
+    # earlier measurements in the same folder are kept, except those measured again now; measurements of another
+    # machine are not mixed with this one's (they stay in version control)
+    records: list[dict] = []
+    if (out / "results.json").is_file():
+        previous = json.loads((out / "results.json").read_text())
+        if previous.get("meta", {}).get("machine") == meta["machine"]:
+            records = list(previous["results"])
+        else:
+            logger.warning(f"{out / 'results.json'} was measured on another machine "
+                           f"({previous.get('meta', {}).get('machine')}); starting a new table for this one")
     for w in names:
         for s in _names(settings):
             for p in _names(precisions):

@@ -48,3 +48,11 @@ def test_run_writes_json_and_markdown_and_keeps_earlier_measurements(tmp_path):
     records = json.loads((tmp_path / "results.json").read_text())["results"]
     assert [(r["workflow"], r["precision"]) for r in records] == [("infer2d", "amp"), ("infer2d", "fp32")]
     assert (tmp_path / "results.md").read_text().count("| 2D inference per image | demo |") == 2
+    # measurements of another machine are not mixed into this machine's table
+    data = json.loads((tmp_path / "results.json").read_text())
+    data["meta"]["machine"] = "another cpu"
+    (tmp_path / "results.json").write_text(json.dumps(data))
+    benchmark.run(workflows="infer2d", precisions="fp32", **kw)
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert data["meta"]["machine"] == benchmark._machine()
+    assert [(r["workflow"], r["precision"]) for r in data["results"]] == [("infer2d", "fp32")]
