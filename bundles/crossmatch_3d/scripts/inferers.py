@@ -208,7 +208,7 @@ class AmpInferer(Inferer):
     def __call__(self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args: Any, **kwargs: Any) -> torch.Tensor:
         dtype = resolve_amp_dtype(inputs.device, self.amp, self.amp_dtype)
         if self.fold_bn and isinstance(network, nn.Module) and not network.training:
-            network, _ = fold_batch_norm(network)
+            network, _ = fold_batch_norm(getattr(network, "module", network))  # the model inside a DDP wrapper
 
         def predictor(x: torch.Tensor, *a: Any, **k: Any) -> torch.Tensor:
             x = torch.as_tensor(x)
