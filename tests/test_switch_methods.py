@@ -229,3 +229,44 @@ def test_trainers_reduce_the_loss(cls):
     assert trainer.stage == "selftrain" and len(losses) == 60
     assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5
     assert all(math.isfinite(v) for v in losses)
+
+
+def test_switch_bf16_gradients_agree_with_fp32_per_loss_term():
+    """Mixed precision must not change what Switch learns: in one self-training step of a pre-trained network, each
+    loss term's gradient under bf16 autocast points where the fp32 one does (same dropout and mixing masks).
+
+    At random initialisation the contrastive term agrees less (cosine about 0.95): its positives are the plain and
+    FDS views of the same image, whose near-identical logits bf16 rounds alike; training separates them."""
+    torch.manual_seed(0)
+    img, lab = _squares(8)
+    net = UNet2D(features=(8, 16, 16, 32, 32), projector=True)
+    teacher = EMATeacher(net)
+    trainer = SwitchTrainer(device="cpu", max_epochs=1, epoch_length=1, train_data_loader=[{}], network=net,
+                            optimizer=torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9), teacher=teacher,
+                            pretrain_iterations=0, coarse_size=16, fine_size=4, amp=True, amp_dtype="bfloat16",
+                            channels_last=False)
+    for _ in range(30):  # self-training starts from a pre-trained network
+        loss = sum(masked_dice_ce(net(img[:4]), lab[:4, 0].long()))
+        trainer.optimizer.zero_grad()
+        loss.backward()
+        trainer.optimizer.step()
+    teacher.reset()
+    batch = trainer.parse_batch({"image": img[:4], "label": lab[:4], "unlabeled_image": img[4:]})
+    batch["image_fds"], batch["unlabeled_image_fds"] = amplitude_swap(img[:4], img[4:], 0.1)
+    trainer.state.iteration = 1
+    weights = {"loss_mss": 1.0, "loss_contrastive": trainer.contrastive_weight, "loss_consistency": trainer.consistency_weight}
+
+    def gradient(dtype, term):
+        trainer.amp_dtype = dtype
+        torch.manual_seed(1)
+        net.train()
+        net.zero_grad()
+        _, logs = trainer.selftrain_step(dict(batch))[:2]
+        (weights[term] * logs[term]).backward()
+        return torch.cat([p.grad.flatten() for p in net.parameters() if p.grad is not None])
+
+    for term in weights:
+        g32, g16 = gradient(None, term), gradient(torch.bfloat16, term)
+        # measured: > 0.99 for every term; fp32 against fp32 with other random masks: 0.83, 0.95 and 0.47
+        assert F.cosine_similarity(g32, g16, dim=0) > 0.98, term
+        assert g16.norm() == pytest.approx(float(g32.norm()), rel=0.05), term
