@@ -628,6 +628,27 @@ def test_fold_batch_norm_same_function_original_untouched(cm, kind):
         torch.testing.assert_close(folded(x), net.eval()(x), rtol=1e-4, atol=1e-5)
 
 
+def test_channels_last_auto_follows_mixed_precision(cm):
+    from scripts.inferers import AmpInferer, SliceResizeInferer
+    from scripts.networks import UNet2D
+    from scripts.utils import resolve_channels_last
+
+    assert resolve_channels_last("auto", torch.bfloat16) is True and resolve_channels_last("auto", None) is False
+    assert resolve_channels_last(True, None) is True and resolve_channels_last(False, torch.bfloat16) is False
+    with pytest.raises(ValueError, match="True, False or 'auto'"):
+        resolve_channels_last("yes", None)
+    # a 2D network on a volume, bf16 + channels-last (the folded copy is converted, the network is not)
+    torch.manual_seed(0)
+    net = _randomise_bn(UNet2D(1, 4)).eval()
+    x = torch.randn(1, 1, 40, 36, 3)
+    bf16 = AmpInferer(SliceResizeInferer(roi_size=(32, 32)), amp=True, amp_dtype="bfloat16")(x, net)
+    fp32 = AmpInferer(SliceResizeInferer(roi_size=(32, 32)), amp=False)(x, net)
+    assert bf16.shape == fp32.shape == (1, 4, 40, 36, 3)
+    assert all(p.is_contiguous() for p in net.parameters())
+    torch.testing.assert_close(bf16, fp32, rtol=0, atol=0.05)
+    assert (bf16.argmax(1) == fp32.argmax(1)).float().mean() > 0.97
+
+
 # ------------------------------------------------------------------------------------------------- 7. utils
 
 

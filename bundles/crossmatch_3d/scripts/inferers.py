@@ -29,7 +29,7 @@ from monai.inferers import Inferer, SlidingWindowInferer
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from .utils import amp_context, resolve_amp_dtype, to_memory_format
+from .utils import amp_context, network_to_memory_format, resolve_amp_dtype, resolve_channels_last, to_memory_format
 
 __all__ = [
     "AmpInferer",
@@ -191,15 +191,16 @@ class AmpInferer(Inferer):
         inferer: the wrapped MONAI inferer (sliding window, slice, simple).
         amp: use mixed precision where supported (bf16 on CPUs with native bf16; bf16/fp16 on CUDA).
         amp_dtype: force ``"bfloat16"``/``"float16"``; None picks per device.
-        channels_last: feed the network channels-last tensors (convert the network once, see
-            :func:`scripts.utils.network_to_memory_format`).
+        channels_last: feed the network channels-last tensors (a folded copy is converted here; convert a network
+            that is not folded once, see :func:`scripts.utils.network_to_memory_format`); ``"auto"``: when mixed
+            precision runs (:func:`scripts.utils.resolve_channels_last`).
         softmax: return softmax probabilities per window/slice (averaged by the wrapped inferer), else logits.
         fold_bn: run an eval-mode ``nn.Module`` network as a copy with its batch norms folded into the convolutions
             (:func:`fold_batch_norm`, made once per call: the network may have been trained in between).
     """
 
-    def __init__(self, inferer: Inferer, amp: bool = True, amp_dtype: str | None = None, channels_last: bool = True,
-                 softmax: bool = True, fold_bn: bool = True) -> None:
+    def __init__(self, inferer: Inferer, amp: bool = True, amp_dtype: str | None = None,
+                 channels_last: bool | str = "auto", softmax: bool = True, fold_bn: bool = True) -> None:
         super().__init__()
         self.inferer = inferer
         self.amp, self.amp_dtype, self.channels_last, self.softmax = amp, amp_dtype, channels_last, softmax
@@ -207,13 +208,15 @@ class AmpInferer(Inferer):
 
     def __call__(self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args: Any, **kwargs: Any) -> torch.Tensor:
         dtype = resolve_amp_dtype(inputs.device, self.amp, self.amp_dtype)
+        channels_last = resolve_channels_last(self.channels_last, dtype)
         if self.fold_bn and isinstance(network, nn.Module) and not network.training:
             network, _ = fold_batch_norm(getattr(network, "module", network))  # the model inside a DDP wrapper
+            network_to_memory_format(network, channels_last, 3 if any(isinstance(m, nn.Conv3d) for m in network.modules()) else 2)
 
         def predictor(x: torch.Tensor, *a: Any, **k: Any) -> torch.Tensor:
             x = torch.as_tensor(x)
             with amp_context(x.device, dtype):
-                y = network(to_memory_format(x, self.channels_last), *a, **k)
+                y = network(to_memory_format(x, channels_last), *a, **k)
             y = y.float().contiguous()
             return torch.softmax(y, dim=1) if self.softmax else y
 

@@ -37,7 +37,7 @@ from torch.optim.optimizer import Optimizer
 
 from .losses import dice_ignore, supervised_loss
 from .masks import cutmix_boxes, paste
-from .utils import amp_context, network_to_memory_format, resolve_amp_dtype, to_memory_format
+from .utils import amp_context, network_to_memory_format, resolve_amp_dtype, resolve_channels_last, to_memory_format
 
 if TYPE_CHECKING:
     from ignite.engine import Engine
@@ -115,7 +115,8 @@ class _BaseTrainer(Trainer):
         num_classes: number of classes, background included.
         amp: use automatic mixed precision where the hardware supports it.
         amp_dtype: ``"bfloat16"``/``"float16"`` or None to pick per device.
-        channels_last: channels-last memory format for the network and inputs.
+        channels_last: channels-last memory format for the network and inputs; ``"auto"``: when mixed precision runs
+            (:func:`scripts.utils.resolve_channels_last`).
         train_handlers: handlers attached to the engine.
         key_train_metric, additional_metrics, metric_cmp_fn, postprocessing, iteration_update, event_names,
         event_to_attr, decollate, to_kwargs, non_blocking: as in :class:`monai.engines.SupervisedTrainer`.
@@ -132,7 +133,7 @@ class _BaseTrainer(Trainer):
         num_classes: int = 2,
         amp: bool = True,
         amp_dtype: str | None = None,
-        channels_last: bool = True,
+        channels_last: bool | str = "auto",
         non_blocking: bool = False,
         iteration_update: Callable[[Engine, Any], Any] | None = None,
         postprocessing: Callable | None = None,
@@ -170,9 +171,9 @@ class _BaseTrainer(Trainer):
         self.optimizer = optimizer
         self.num_classes = int(num_classes)
         self.binary = self.num_classes == 2
-        self.channels_last = bool(channels_last)
         self.amp_dtype = resolve_amp_dtype(self.state.device, amp, amp_dtype)
         self.amp = self.amp_dtype is not None
+        self.channels_last = resolve_channels_last(channels_last, self.amp_dtype)
         self.scaler = (
             torch.amp.GradScaler("cuda")
             if self.amp_dtype == torch.float16 and torch.device(device).type == "cuda"
