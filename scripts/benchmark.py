@@ -161,7 +161,7 @@ def _crossmatch(workflow: str, cfg: dict, amp: bool, device: torch.device):
             from monai.inferers import SlidingWindowInferer
 
             base = SlidingWindowInferer(roi_size=patch, sw_batch_size=2, overlap=0.5, mode="gaussian")
-        inferer = AmpInferer(base, amp=amp, channels_last="auto")
+        inferer = AmpInferer(base, amp=amp)
         x = torch.randn(1, 1, *cfg["volume"], device=device)
 
         def infer() -> None:
@@ -179,7 +179,7 @@ def _crossmatch(workflow: str, cfg: dict, amp: bool, device: torch.device):
         opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=1e-4)
         spatial, classes, extra = (cfg["size"], cfg["size"]), 4, {"conf_threshold": 0.95, "kd_weight": 0.5}
     trainer = CrossMatchTrainer(device=device, max_epochs=1, epoch_length=1, train_data_loader=[{}], network=net,
-                                optimizer=opt, num_classes=classes, amp=amp, channels_last="auto", **extra)
+                                optimizer=opt, num_classes=classes, amp=amp, **extra)
     batch = {"image": torch.randn(b, 1, *spatial), "label": torch.randint(0, classes, (b, 1, *spatial))}
     for key in ("unlabeled_image", "mix_image"):
         for suffix in ("", "_s1", "_s2"):

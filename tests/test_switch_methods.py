@@ -256,9 +256,9 @@ def test_switch_bf16_gradients_agree_with_fp32_per_loss_term():
     trainer.state.iteration = 1
     weights = {"loss_mss": 1.0, "loss_contrastive": trainer.contrastive_weight, "loss_consistency": trainer.consistency_weight}
 
-    def gradient(dtype, term):
+    def gradient(dtype, term, seed=1):
         trainer.amp_dtype = dtype
-        torch.manual_seed(1)
+        torch.manual_seed(seed)
         net.train()
         net.zero_grad()
         _, logs = trainer.selftrain_step(dict(batch))[:2]
@@ -267,6 +267,8 @@ def test_switch_bf16_gradients_agree_with_fp32_per_loss_term():
 
     for term in weights:
         g32, g16 = gradient(None, term), gradient(torch.bfloat16, term)
-        # measured: > 0.99 for every term; fp32 against fp32 with other random masks: 0.83, 0.95 and 0.47
         assert F.cosine_similarity(g32, g16, dim=0) > 0.98, term
         assert g16.norm() == pytest.approx(float(g32.norm()), rel=0.05), term
+        # the comparison can tell: fp32 with other dropout and mixing masks agrees less than bf16 with the same ones
+        other_masks = F.cosine_similarity(g32, gradient(None, term, seed=2), dim=0)
+        assert other_masks < F.cosine_similarity(g32, g16, dim=0), term

@@ -196,7 +196,8 @@ class AmpInferer(Inferer):
             precision runs (:func:`scripts.utils.resolve_channels_last`).
         softmax: return softmax probabilities per window/slice (averaged by the wrapped inferer), else logits.
         fold_bn: run an eval-mode ``nn.Module`` network as a copy with its batch norms folded into the convolutions
-            (:func:`fold_batch_norm`, made once per call: the network may have been trained in between).
+            (:func:`fold_batch_norm`, made once per call: the network may have been trained in between; about 40 ms
+            for the V-Net, under 1 % of a paper-stride volume).
     """
 
     def __init__(self, inferer: Inferer, amp: bool = True, amp_dtype: str | None = None,
@@ -211,7 +212,7 @@ class AmpInferer(Inferer):
         channels_last = resolve_channels_last(self.channels_last, dtype)
         if self.fold_bn and isinstance(network, nn.Module) and not network.training:
             network, _ = fold_batch_norm(getattr(network, "module", network))  # the model inside a DDP wrapper
-            network_to_memory_format(network, channels_last, 3 if any(isinstance(m, nn.Conv3d) for m in network.modules()) else 2)
+            network_to_memory_format(network, channels_last)
 
         def predictor(x: torch.Tensor, *a: Any, **k: Any) -> torch.Tensor:
             x = torch.as_tensor(x)

@@ -37,7 +37,14 @@ from torch.optim.optimizer import Optimizer
 
 from .losses import dice_ignore, supervised_loss
 from .masks import cutmix_boxes, paste
-from .utils import amp_context, network_to_memory_format, resolve_amp_dtype, resolve_channels_last, to_memory_format
+from .utils import (
+    amp_context,
+    network_to_memory_format,
+    resolve_amp_dtype,
+    resolve_channels_last,
+    spatial_dims,
+    to_memory_format,
+)
 
 if TYPE_CHECKING:
     from ignite.engine import Engine
@@ -180,8 +187,8 @@ class _BaseTrainer(Trainer):
             else None
         )
         self._net = getattr(network, "module", network)  # the model inside a DDP wrapper (encode/decode/forward_fp)
-        self._spatial_dims = 3 if any(isinstance(m, torch.nn.Conv3d) for m in self._net.modules()) else 2
-        network_to_memory_format(self.network, self.channels_last, self._spatial_dims)
+        self._spatial_dims = spatial_dims(self._net)
+        network_to_memory_format(self.network, self.channels_last)
         self._checked_shapes: set[tuple[int, ...]] = set()
         self._world = torch.distributed.get_world_size() if _distributed() else 1
         if self._world > 1:  # every rank starts from rank 0's weights
