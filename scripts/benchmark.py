@@ -296,16 +296,7 @@ def run(workflows: str | Sequence[str] = "all", settings: str | Sequence[str] = 
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     meta = {"machine": _machine(), "threads": threads, "date": time.strftime("%Y-%m-%d")}
-    # earlier measurements in the same folder are kept, except those measured again now; measurements of another
-    # machine are not mixed with this one's (they stay in version control)
-    records: list[dict] = []
-    if (out / "results.json").is_file():
-        previous = json.loads((out / "results.json").read_text())
-        if previous.get("meta", {}).get("machine") == meta["machine"]:
-            records = list(previous["results"])
-        else:
-            logger.warning(f"{out / 'results.json'} was measured on another machine "
-                           f"({previous.get('meta', {}).get('machine')}); starting a new table for this one")
+    records = _earlier_records(out / "results.json", meta["machine"])
     for w in names:
         for s in _names(settings):
             for p in _names(precisions):
@@ -327,6 +318,22 @@ def run(workflows: str | Sequence[str] = "all", settings: str | Sequence[str] = 
                 (out / "results.json").write_text(json.dumps({"meta": meta, "results": records}, indent=2))
                 (out / "results.md").write_text(to_markdown(records, meta))
     logger.info(f"wrote {out / 'results.json'} and {out / 'results.md'}")
+
+
+def _earlier_records(path: Path, machine: str) -> list[dict]:
+    """The measurements already in ``path`` when they were taken on ``machine``, else none.
+
+    A run keeps the earlier measurements of its folder, except those it measures again; measurements of another
+    machine are not mixed with this one's (they stay in version control).
+    """
+    if not path.is_file():
+        return []
+    previous = json.loads(path.read_text())
+    if previous.get("meta", {}).get("machine") == machine:
+        return list(previous["results"])
+    logger.warning(f"{path} was measured on another machine ({previous.get('meta', {}).get('machine')}); "
+                   "starting a new table for this one")
+    return []
 
 
 def _names(value: str | Sequence[str]) -> list[str]:

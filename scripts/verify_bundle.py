@@ -41,7 +41,8 @@ Checks (``--checks`` selects a comma-separated subset; all run by default):
 
 Each check logs ``PASS``/``FAIL``/``SKIP`` with the reason; the exit status is 1 when any check fails
 and 2 on a usage error. The bundle's files are never modified: exports and the schema copy go to a
-temporary folder (``--keep_dir`` keeps them in a folder of your choice instead).
+temporary folder (``--keep_dir`` keeps them in a folder of your choice instead). Checks run side by side on
+the available cores (``--jobs``; ``--jobs 1`` runs them one after another).
 """
 
 from __future__ import annotations
@@ -55,7 +56,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,6 +69,7 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SCHEMA = REPO / "tests" / "data" / "meta_schema_20240725.json"
 DEFAULT_SCHEMA_MD5 = "06954cad2cc5d3784e72077ac76f0fc8"
 CHECKS = ("files", "version", "pins", "metadata", "net_in_out", "torchscript", "onnx")
+START_ORDER = ("files", "version", "pins", "torchscript", "metadata", "net_in_out", "onnx")  # with --jobs > 1
 INFERENCE_CONFIGS = ("configs/inference.json", "configs/inference.yaml", "configs/inference.yml")
 LARGE_FILE_NAMES = ("large_files.yml", "large_files.yaml", "large_files.json")
 WEIGHTS = "models/model.pt"
@@ -125,15 +129,20 @@ def _tail(text: str, lines: int = 1) -> str:
 
 def _error_line(text: str, limit: int = 400) -> str:
     """The most informative part of a failed subprocess's output: the last exception line (with the lines that
-    continue it when it ends with a colon), else the last lines."""
+    continue it when it ends with a colon), followed by the exception that directly caused it when there is one
+    (MONAI's "Failed to instantiate component" wraps the bundle's own message), else the last lines."""
     kept = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
-    for i in range(len(kept) - 1, -1, -1):
-        if re.match(r"^[A-Za-z_][\w.]*(Error|Exception|Failed|Interrupt)\b.*:", kept[i]):
-            message = kept[i]
-            if message.endswith(":"):
-                message = " ".join(kept[i : i + 3])
-            return message if len(message) <= limit else message[: limit - 3] + "..."
-    return _tail(text, 2)
+    found = [i for i, ln in enumerate(kept) if re.match(r"^[A-Za-z_][\w.]*(Error|Exception|Failed|Interrupt)\b.*:", ln)]
+    if not found:
+        return _tail(text, 2)
+
+    def message_at(i: int) -> str:
+        return " ".join(kept[i : i + 3]) if kept[i].endswith(":") else kept[i]
+
+    message = message_at(found[-1])
+    if len(found) > 1 and any("direct cause of the following exception" in ln for ln in kept[found[-2] : found[-1]]):
+        message += f" (caused by {message_at(found[-2])})"
+    return message if len(message) <= limit else message[: limit - 3] + "..."
 
 
 def _large_file_entries(bundle: Path) -> tuple[Path | None, list[dict]]:
@@ -234,6 +243,7 @@ class BundleVerifier:
         self.onnx_rtol, self.onnx_atol = onnx_rtol, onnx_atol
         self.timeout = timeout
         self._reference: tuple[Path, Path, Path] | None = None
+        self._shared_lock = threading.RLock()  # checkpoint()/reference() are shared by parallel checks
 
     # -- plumbing ----------------------------------------------------------------------------------------------
 
@@ -307,7 +317,9 @@ class BundleVerifier:
         """The checkpoint the export checks load (random weights are written once into the scratch folder)."""
         if self.random_weights:
             path = self.work / "random_model.pt"
-            if not path.exists():
+            with self._shared_lock:
+                if path.exists():
+                    return path
                 self._worker("random_weights", {"net": self._net_args(), "key_in_ckpt": self.key_in_ckpt,
                                                 "out": str(path)})
             return path
@@ -322,13 +334,15 @@ class BundleVerifier:
 
     def reference(self) -> tuple[Path, Path, Path]:
         """Random input, eager output and the weights used, computed once in a bundle subprocess."""
-        if self._reference is None:
-            ckpt = self.checkpoint()
-            x_file, y_file = self.work / "input.npy", self.work / "eager_output.npy"
-            self._worker("reference", {"net": self._net_args(), "ckpt": str(ckpt), "key_in_ckpt": self.key_in_ckpt,
-                                       "device": self.device, "input": str(x_file), "output": str(y_file)})
-            self._reference = (x_file, y_file, ckpt)
-        return self._reference
+        with self._shared_lock:
+            if self._reference is None:
+                ckpt = self.checkpoint()
+                x_file, y_file = self.work / "input.npy", self.work / "eager_output.npy"
+                self._worker("reference", {"net": self._net_args(), "ckpt": str(ckpt),
+                                           "key_in_ckpt": self.key_in_ckpt, "device": self.device,
+                                           "input": str(x_file), "output": str(y_file)})
+                self._reference = (x_file, y_file, ckpt)
+            return self._reference
 
     # -- checks ----------------------------------------------------------------------------------------------
 
@@ -472,22 +486,36 @@ class BundleVerifier:
             raise CheckFailedError(f"onnxruntime output differs from eager: {res['detail']}")
         return f"exported; {res['detail']}"
 
-    def run(self, checks: Sequence[str]) -> list[Result]:
-        """Run the selected checks in order; a failure does not stop the others."""
-        results = []
-        for name in checks:
+    def run(self, checks: Sequence[str], jobs: int = 1) -> list[Result]:
+        """Run the selected checks; a failure does not stop the others.
+
+        Args:
+            checks: check names, in the order of the returned results.
+            jobs: how many checks run at once. The network checks spend most of their time starting Python
+                subprocesses, so on a machine with spare cores running them side by side saves most of it.
+                Each check logs its line when it finishes.
+        """
+
+        def one(name: str) -> Result:
             fn: Callable[[], str] = getattr(self, f"check_{name}")
             try:
-                results.append(Result(name, "PASS", fn()))
+                r = Result(name, "PASS", fn())
             except CheckFailedError as e:
-                results.append(Result(name, "FAIL", str(e)))
+                r = Result(name, "FAIL", str(e))
             except Exception as e:  # noqa: BLE001 - an unexpected error is a failed check, with its reason
                 LOG.debug("check %s raised", name, exc_info=True)
-                results.append(Result(name, "FAIL", f"{type(e).__name__}: {e}"))
-            r = results[-1]
-            log = LOG.info if r.status == "PASS" else LOG.error
-            log("%s %s: %s", r.status, r.name, r.reason)
-        return results
+                r = Result(name, "FAIL", f"{type(e).__name__}: {e}")
+            (LOG.info if r.status == "PASS" else LOG.error)("%s %s: %s", r.status, r.name, r.reason)
+            return r
+
+        if jobs <= 1 or len(checks) <= 1:
+            return [one(name) for name in checks]
+        # the longest chain (reference, export, reload) starts first; the onnx check, which waits for the same
+        # reference, starts last so that no worker idles on it
+        order = sorted(checks, key=lambda c: START_ORDER.index(c) if c in START_ORDER else len(START_ORDER))
+        with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="verify") as pool:
+            futures = {name: pool.submit(one, name) for name in order}
+            return [futures[name].result() for name in checks]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -612,6 +640,12 @@ WORKERS: dict[str, Callable[[dict[str, Any]], dict]] = {
 # command line
 
 
+def _default_jobs() -> int:
+    """The CPU cores this process may use (its affinity where the OS reports it), at most 4."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(4, cores))
+
+
 def _parse_checks(checks: str | Sequence[str] | None) -> list[str]:
     """Normalise ``--checks`` (comma-separated string, list or tuple) and reject unknown names."""
     if checks is None or checks == "" or checks == "all":
@@ -657,6 +691,7 @@ def verify(
     onnx_atol: float = 1e-4,
     timeout: int = 600,
     keep_dir: str | None = None,
+    jobs: int | None = None,
 ) -> list[Result]:
     """Verify a bundle folder as the Model Zoo's CI does; log one PASS/FAIL/SKIP line per check.
 
@@ -679,6 +714,8 @@ def verify(
         onnx_atol: absolute tolerance, onnxruntime vs eager.
         timeout: seconds allowed to each subprocess.
         keep_dir: write the exports and arrays here (kept) instead of a temporary folder.
+        jobs: checks run at once (default: the CPU cores this process may use, at most 4); 1 runs them one by
+            one. Results and the exit status do not depend on it.
 
     Returns:
         One :class:`Result` per selected check.
@@ -725,8 +762,11 @@ def verify(
             onnx_atol=onnx_atol,
             timeout=timeout,
         )
-        LOG.info("verifying %s: %s", root, ", ".join(selected))
-        results = verifier.run(selected)
+        jobs = _default_jobs() if jobs is None else int(jobs)
+        if jobs < 1:
+            raise UsageError(f"--jobs must be at least 1, got {jobs}")
+        LOG.info("verifying %s: %s (%d at a time)", root, ", ".join(selected), min(jobs, len(selected)))
+        results = verifier.run(selected, jobs=jobs)
     failed = [r.name for r in results if r.status == "FAIL"]
     LOG.info("%d passed, %d failed%s", len(results) - len(failed), len(failed),
              f" ({', '.join(failed)})" if failed else "")

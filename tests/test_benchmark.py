@@ -42,17 +42,26 @@ def test_bad_arguments(args, message):
 def test_run_writes_json_and_markdown_and_keeps_earlier_measurements(tmp_path):
     import json
 
-    kw = {"settings": "demo", "warmup": 0, "repeats": 1, "threads": 1, "device": "cpu", "output": str(tmp_path)}
-    benchmark.run(workflows="infer2d", precisions="fp32", **kw)
-    benchmark.run(workflows="infer2d", precisions="amp,fp32", **kw)  # fp32 again: replaced, not duplicated
+    # an earlier run of this machine: one measurement to keep, one (infer2d fp32) that this run measures again
+    kept = {"workflow": "infer2d", "description": benchmark.WORKFLOWS["infer2d"][1], "setting": "demo",
+            "shape": {"image_size": 128}, "precision": "amp", "device": "cpu", "threads": 1, "median_s": 0.5,
+            "min_s": 0.5, "times_s": [0.5], "peak_memory_mb": 10.0, "unit": "s/image"}
+    stale = {**kept, "precision": "fp32", "median_s": 1e6}
+    meta = {"machine": benchmark._machine(), "threads": 1, "date": "2000-01-01"}
+    (tmp_path / "results.json").write_text(json.dumps({"meta": meta, "results": [stale, kept]}))
+    benchmark.run(workflows="infer2d", precisions="fp32", settings="demo", warmup=0, repeats=1, threads=1,
+                  device="cpu", output=str(tmp_path))
     records = json.loads((tmp_path / "results.json").read_text())["results"]
     assert [(r["workflow"], r["precision"]) for r in records] == [("infer2d", "amp"), ("infer2d", "fp32")]
+    assert records[0] == kept and 0 < records[1]["median_s"] < 1e6  # measured again: replaced, not duplicated
     assert (tmp_path / "results.md").read_text().count("| 2D inference per image | demo |") == 2
-    # measurements of another machine are not mixed into this machine's table
-    data = json.loads((tmp_path / "results.json").read_text())
-    data["meta"]["machine"] = "another cpu"
-    (tmp_path / "results.json").write_text(json.dumps(data))
-    benchmark.run(workflows="infer2d", precisions="fp32", **kw)
-    data = json.loads((tmp_path / "results.json").read_text())
-    assert data["meta"]["machine"] == benchmark._machine()
-    assert [(r["workflow"], r["precision"]) for r in data["results"]] == [("infer2d", "fp32")]
+
+
+def test_measurements_of_another_machine_are_not_mixed_in(tmp_path):
+    import json
+
+    path = tmp_path / "results.json"
+    assert benchmark._earlier_records(path, "this cpu") == []
+    path.write_text(json.dumps({"meta": {"machine": "another cpu"}, "results": [{"workflow": "infer2d"}]}))
+    assert benchmark._earlier_records(path, "this cpu") == []
+    assert benchmark._earlier_records(path, "another cpu") == [{"workflow": "infer2d"}]

@@ -10,6 +10,7 @@ folder and runs the demo training and inference from there with only that folder
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
@@ -240,6 +241,32 @@ def test_verify_usage_errors(switch_copy, tmp_path):
     assert proc.returncode == 2 and "not found" in _output(proc)
     proc = _tool(VERIFY, tmp_path / "absent_bundle")
     assert proc.returncode == 2 and "is not a folder" in _output(proc)
+    proc = _tool(VERIFY, switch_copy, "--checks", "files", "--jobs", "0")
+    assert proc.returncode == 2 and "--jobs must be at least 1" in _output(proc)
+
+
+def test_verify_reports_the_cause_of_a_wrapped_error():
+    """MONAI wraps a config function's error in "Failed to instantiate component"; the report keeps the cause."""
+    spec = importlib.util.spec_from_file_location("verify_bundle_under_test", VERIFY)
+    tool = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = tool  # its dataclasses look their module up there
+    try:
+        spec.loader.exec_module(tool)
+    finally:
+        del sys.modules[spec.name]
+    chained = (
+        "Traceback (most recent call last):\n  File \"x.py\", line 1\n"
+        "ValueError: models/model.pt holds no V-Net weights\n\n"
+        "The above exception was the direct cause of the following exception:\n\n"
+        "Traceback (most recent call last):\n  File \"y.py\", line 2\n"
+        "RuntimeError: Failed to instantiate component 'scripts.networks.width_from_checkpoint' with keywords: a\n"
+    )
+    line = tool._error_line(chained)
+    assert line.startswith("RuntimeError: Failed to instantiate component")
+    assert line.endswith("(caused by ValueError: models/model.pt holds no V-Net weights)")
+    handled = chained.replace("direct cause of", "during handling of the above exception, another exception occurred")
+    assert "caused by" not in tool._error_line(handled)  # only a direct cause is reported as one
+    assert tool._error_line("just some output\nlast line") == "just some output | last line"
 
 
 # ----------------------------------------------------------------------------------------------------------------
