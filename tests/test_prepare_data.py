@@ -414,6 +414,41 @@ def test_la_complement_affine_and_test_from(tmp_path: Path) -> None:
         pdt.la(str(root), str(tmp_path / "x"), num_labeled=16)
 
 
+def test_downsample_volume_averages_blocks_and_keeps_the_extent() -> None:
+    image = np.arange(4 * 4 * 2, dtype=np.float32).reshape(4, 4, 2)
+    label = np.zeros((4, 4, 2), dtype=np.uint8)
+    label[:2, :2, :] = 1
+    label[0, 0, 0] = 0  # the block stays class 1 (7 of 8 voxels)
+    label[2:, 2:, 0] = 1  # a block split 4/4: the lower class wins
+    affine = np.diag([0.5, 0.5, 2.0, 1.0])
+    affine[:3, 3] = (10.0, 20.0, 30.0)
+    small, small_label, new_affine = pdt.downsample_volume(image, label, affine, factor=2, num_classes=2)
+    assert small.shape == small_label.shape == (2, 2, 1)
+    np.testing.assert_allclose(small[0, 0, 0], image[:2, :2, :].mean())
+    np.testing.assert_allclose(small[1, 0, 0], image[2:, :2, :].mean())
+    np.testing.assert_array_equal(small_label[..., 0], [[1, 0], [0, 0]])
+    # voxel sizes double; the new first voxel's centre is the centre of the old first block
+    np.testing.assert_allclose(np.diag(new_affine)[:3], (1.0, 1.0, 4.0))
+    np.testing.assert_allclose(new_affine @ [0, 0, 0, 1], affine @ [0.5, 0.5, 0.5, 1])
+    np.testing.assert_allclose(new_affine @ [1, 1, 0, 1], affine @ [2.5, 2.5, 0.5, 1])
+    assert pdt.downsample_volume(image, None, affine, factor=1, num_classes=2)[0] is image
+
+
+def test_la_downsample_records_each_spacing(tmp_path: Path) -> None:
+    cases = [f"CASE{i}" for i in range(5)]
+    root = _write_la(tmp_path / "LA", cases, {"labeled.list": cases[:2], "unlabeled.list": cases[2:4], "val.list": cases[4:]})
+    dl = _read_datalist(pdt.la(str(root), str(tmp_path / "out"), num_labeled=2, downsample=2))
+    nii = nib.load(tmp_path / "out" / "images" / "CASE0.nii.gz")
+    assert nii.shape == (3, 2, 2)  # (6, 5, 4) / 2, rounded
+    np.testing.assert_allclose(nii.header.get_zooms(), (1.25, 1.5625, 1.25))
+    assert all(e["spacing"] == [1.25, 1.5625, 1.25] for key in ("labeled", "unlabeled", "validation") for e in dl[key])
+    assert dl["spacing"] == [1.25, 1.5625, 1.25] and dl["spacing_known"] and "downsampled 2x" in dl["description"]
+    assert nib.load(tmp_path / "out" / "labels" / "CASE0.nii.gz").get_data_dtype() == np.uint8
+    for bad in (0, 1.5, True):
+        with pytest.raises(Error, match="--downsample must be a whole factor"):
+            pdt.la(str(root), str(tmp_path / "bad"), downsample=bad)
+
+
 def test_la_train_list_layout_fixes_16_label_overlap(tmp_path: Path) -> None:
     cases = [f"ID{i:02d}" for i in range(8)]
     lists = {"train.list": cases[:6], "test.list": cases[6:], "train_4_label.list": cases[:4]}

@@ -26,7 +26,7 @@ def test_every_method_gets_the_same_budget():
     assert (int(sw["pretrain_iterations"]), int(sw["selftrain_iterations"])) == (500, 200)
     assert (int(sup["pretrain_iterations"]), int(sup["selftrain_iterations"])) == (0, 700)  # one stage, same total
     assert sw["image_size"] == sup["image_size"] == "128"
-    assert quality.method_overrides(quality.PROTOCOLS["acdc"], "supervised")["max_iterations"] == "400"
+    assert quality.method_overrides(quality.PROTOCOLS["acdc"], "supervised")["max_iterations"] == "2000"
     with pytest.raises(quality.QualityError, match="positive"):
         quality.method_overrides(proto, "switch", 0)
 
@@ -87,6 +87,20 @@ def test_bad_arguments_are_clear(tmp_path):
     proc = subprocess.run([sys.executable, str(REPO / "scripts" / "quality.py"), "run", "us2d", str(tmp_path / "x"),
                            str(tmp_path / "o")], capture_output=True, text=True)
     assert proc.returncode == 2 and "no datalist.json" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_la_protocol_warns_on_full_resolution_data(tmp_path, caplog):
+    full = {"spacing": [0.625] * 3, "labeled": [{"image": "a.nii.gz"}]}
+    down = {"spacing": None, "labeled": [{"image": "a.nii.gz", "spacing": [1.243, 1.25, 1.25]}]}
+    for name, content in (("full", full), ("down", down)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "datalist.json").write_text(json.dumps(content))
+    with caplog.at_level("WARNING", logger=quality.logger.name):
+        quality._warn_if_finer(tmp_path / "full" / "datalist.json", quality.PROTOCOLS["la"].min_spacing_mm, "la")
+        assert "0.625 mm voxels" in caplog.text and "--downsample" in caplog.text
+        caplog.clear()
+        quality._warn_if_finer(tmp_path / "down" / "datalist.json", quality.PROTOCOLS["la"].min_spacing_mm, "la")
+        assert caplog.text == ""
 
 
 @pytest.mark.slow
