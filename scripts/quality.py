@@ -32,7 +32,8 @@ Usage (from the repository root; ``scripts/prepare_data.py`` writes the prepared
 
 ``run`` writes ``<output>/<method>/`` (the bundle copy's run folder with its evaluation), ``quality.json`` and
 ``quality.md``. A method whose run already finished is not trained again (its results are read back), so an
-interrupted protocol continues where it stopped.
+interrupted protocol continues where it stopped; a finished run is only read back under the settings it ran with
+(``<output>/<method>.settings.json``): other budgets, data, seed or precision stop with an error naming them.
 """
 
 from __future__ import annotations
@@ -249,11 +250,15 @@ def run(
         run_dir = bundle / "runs" / method
         configs = [*proto.configs, *proto.methods[method]]
         start = time.time()
+        settings_file = out / f"{method}.settings.json"
+        settings = {"configs": configs, "overrides": overrides}
         if (run_dir / "FINISHED").exists():
+            _check_same_settings(settings_file, settings, method)
             logger.info("[%d/%d] %s: finished earlier, reading its results", i, len(chosen), method)
             seconds = None
         else:
             logger.info("[%d/%d] %s on %s", i, len(chosen), method, dataset)
+            settings_file.write_text(json.dumps(settings, indent=2) + "\n")
             _run_method(bundle, configs, overrides, out / f"{method}.log")
             seconds = round(time.time() - start, 1)
         metrics = read_summary(run_dir)
@@ -270,6 +275,24 @@ def run(
     (out / "quality.md").write_text(table + "\n")
     logger.info("\n%s\nwritten: %s, %s", table, out / "quality.json", out / "quality.md")
     return result
+
+
+def _check_same_settings(path: Path, settings: Mapping, method: str) -> None:
+    """Refuse to report a finished run under settings (budget, data, seed, precision) other than its own."""
+    if not path.is_file():
+        logger.warning("%s: no record of the settings it ran with (written by older versions); assuming these", method)
+        return
+    earlier = json.loads(path.read_text())
+    if earlier != json.loads(json.dumps(settings)):
+        before, now = earlier["overrides"], settings["overrides"]
+        changes = [f"{k} {before.get(k)!r} -> {now.get(k)!r}" for k in sorted({**before, **now})
+                   if before.get(k) != now.get(k)]
+        if earlier["configs"] != list(settings["configs"]):
+            changes.append(f"configs {earlier['configs']} -> {list(settings['configs'])}")
+        raise QualityError(
+            f"{method} finished earlier in {path.parent} with other settings ({'; '.join(changes)}); use another "
+            "output folder, or delete that run to train it again."
+        )
 
 
 def _warn_if_finer(datalist_path: Path, min_spacing_mm: float, protocol: str) -> None:

@@ -124,3 +124,13 @@ def test_tiny_protocol_runs_end_to_end(tmp_path):
     assert sup["num_images"] == 3
     assert "pretrain_iterations 4" in result["rows"][1]["command"]
     assert "selftrain_iterations 6" in result["rows"][0]["command"]  # supervised: the whole budget in one stage
+    # the finished runs are read back under their own settings only (another label is fine)
+    base = [sys.executable, str(REPO / "scripts" / "quality.py"), "run", "us2d", str(data), str(out),
+            "--methods", "supervised,switch"]
+    again = subprocess.run([*base, "--iterations", "0.004", "--name", "phantoms"], capture_output=True, text=True,
+                           timeout=300)
+    assert again.returncode == 0 and "finished earlier" in again.stderr, again.stderr[-3000:]
+    assert json.loads((out / "quality.json").read_text())["rows"][0]["dataset"] == "phantoms"
+    other = subprocess.run([*base, "--iterations", "0.008"], capture_output=True, text=True, timeout=300)
+    assert other.returncode == 2 and "with other settings (selftrain_iterations '6' -> '11')" in other.stderr
+    assert "Traceback" not in other.stderr
