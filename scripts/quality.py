@@ -255,7 +255,7 @@ def run(
         if (run_dir / "FINISHED").exists():
             _check_same_settings(settings_file, settings, method)
             logger.info("[%d/%d] %s: finished earlier, reading its results", i, len(chosen), method)
-            seconds = None
+            seconds = _earlier_seconds(out / "quality.json", method)
         else:
             logger.info("[%d/%d] %s on %s", i, len(chosen), method, dataset)
             settings_file.write_text(json.dumps(settings, indent=2) + "\n")
@@ -275,6 +275,14 @@ def run(
     (out / "quality.md").write_text(table + "\n")
     logger.info("\n%s\nwritten: %s, %s", table, out / "quality.json", out / "quality.md")
     return result
+
+
+def _earlier_seconds(path: Path, method: str) -> float | None:
+    """The training time an earlier ``run`` into the same folder recorded for ``method`` (``None`` if unknown)."""
+    if not path.is_file():
+        return None
+    rows = json.loads(path.read_text()).get("rows", [])
+    return next((r.get("seconds") for r in rows if r.get("method") == method), None)
 
 
 def _check_same_settings(path: Path, settings: Mapping, method: str) -> None:

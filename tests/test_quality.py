@@ -130,7 +130,9 @@ def test_tiny_protocol_runs_end_to_end(tmp_path):
     again = subprocess.run([*base, "--iterations", "0.004", "--name", "phantoms"], capture_output=True, text=True,
                            timeout=300)
     assert again.returncode == 0 and "finished earlier" in again.stderr, again.stderr[-3000:]
-    assert json.loads((out / "quality.json").read_text())["rows"][0]["dataset"] == "phantoms"
+    reread = json.loads((out / "quality.json").read_text())["rows"]
+    assert reread[0]["dataset"] == "phantoms"
+    assert [r["seconds"] for r in reread] == [r["seconds"] for r in result["rows"]]  # the training times are kept
     other = subprocess.run([*base, "--iterations", "0.008"], capture_output=True, text=True, timeout=300)
     assert other.returncode == 2 and "with other settings (selftrain_iterations '6' -> '11')" in other.stderr
     assert "Traceback" not in other.stderr
