@@ -1210,6 +1210,7 @@ def downsample_volume(
     """
     import torch
     import torch.nn.functional as F
+    from monai.transforms.utils import scale_affine
 
     if factor == 1:
         return image, label, affine
@@ -1219,10 +1220,9 @@ def downsample_volume(
     if label is not None:
         onehot = F.one_hot(torch.as_tensor(np.asarray(label, dtype=np.int64)), num_classes).movedim(-1, 0).float()
         small_label = F.interpolate(onehot[None], size=size, mode="area")[0].argmax(0).numpy().astype(np.uint8)
-    scale = np.array([n_in / n_out for n_in, n_out in zip(image.shape, size)])
-    index_map = np.eye(4)
-    index_map[:3, :3] = np.diag(scale)
-    index_map[:3, 3] = (scale - 1) / 2  # new voxel j's centre sits at old index (j + 0.5) * s - 0.5
+    # new index -> old index: scale by n_in / n_out about the first corner, so new voxel j's centre sits at old
+    # index (j + 0.5) * s - 0.5 (the area average's block centre)
+    index_map = scale_affine(image.shape, size, centered=True)
     return img[0, 0].numpy(), small_label, np.asarray(affine, dtype=np.float64) @ index_map
 
 

@@ -512,7 +512,7 @@ class BundleVerifier:
             return [one(name) for name in checks]
         # the longest chain (reference, export, reload) starts first; the onnx check, which waits for the same
         # reference, starts last so that no worker idles on it
-        order = sorted(checks, key=lambda c: START_ORDER.index(c) if c in START_ORDER else len(START_ORDER))
+        order = sorted(checks, key=START_ORDER.index)  # names were validated against CHECKS
         with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="verify") as pool:
             futures = {name: pool.submit(one, name) for name in order}
             return [futures[name].result() for name in checks]
