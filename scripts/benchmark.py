@@ -192,8 +192,13 @@ def _crossmatch(workflow: str, cfg: dict, amp: bool, device: torch.device):
     return step, {"amp_dtype": str(trainer.amp_dtype), "unit": "s/iteration"}
 
 
-def _build(workflow: str, setting: str, precision: str, device: str | None, threads: int):
-    """The step function of one workflow at one setting and precision, with its record fields, config and device."""
+def _build(workflow: str, setting: str, precision: str, device: str | None, threads: int,
+           keep_freed_memory: bool = True):
+    """The step function of one workflow at one setting and precision, with its record fields, config and device.
+
+    ``keep_freed_memory`` applies the bundles' allocator setting of the same name (their configs' default), so the
+    figures are those of a bundle run.
+    """
     if workflow not in WORKFLOWS:
         raise ValueError(f"unknown workflow {workflow!r}; choose from {', '.join(WORKFLOWS)}")
     if setting not in ("published", "demo"):
@@ -202,6 +207,8 @@ def _build(workflow: str, setting: str, precision: str, device: str | None, thre
         raise ValueError(f"precision must be 'amp' or 'fp32', got {precision!r}")
     torch.set_num_threads(int(threads))
     torch.manual_seed(0)
+    _import_bundle(WORKFLOWS[workflow][0])
+    importlib.import_module("scripts.utils").keep_freed_memory(bool(keep_freed_memory))
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     cfg = SETTINGS[workflow][setting]
     amp = precision == "amp"
@@ -215,12 +222,13 @@ def _build(workflow: str, setting: str, precision: str, device: str | None, thre
 
 
 def profile(workflow: str, setting: str = "published", precision: str = "amp", device: str | None = None,
-            threads: int = 2, steps: int = 2, top: int = 20, output: str = "benchmarks") -> str:
+            threads: int = 2, steps: int = 2, top: int = 20, output: str = "benchmarks",
+            keep_freed_memory: bool = True) -> str:
     """Where the time of one workflow goes: ``torch.profiler`` over ``steps`` steps after one warm-up step.
 
     Writes ``<output>/profile_<workflow>_<setting>_<precision>.txt`` (operators by self time) and returns it.
     """
-    step, _, _, dev = _build(workflow, setting, precision, device, threads)
+    step, _, _, dev = _build(workflow, setting, precision, device, threads, keep_freed_memory)
     step()  # warm-up: one-off allocations and kernel selection
     activities = [torch.profiler.ProfilerActivity.CPU] + (
         [torch.profiler.ProfilerActivity.CUDA] if dev.type == "cuda" else [])
@@ -241,15 +249,15 @@ def profile(workflow: str, setting: str = "published", precision: str = "amp", d
 
 
 def one(workflow: str, setting: str = "published", precision: str = "amp", device: str | None = None,
-        threads: int = 2, warmup: int = 2, repeats: int = 5) -> None:
+        threads: int = 2, warmup: int = 2, repeats: int = 5, keep_freed_memory: bool = True) -> None:
     """Measure one workflow at one setting and precision in this process and print its JSON record."""
-    print(json.dumps(measure(workflow, setting, precision, device, threads, warmup, repeats)))  # noqa: T201
+    print(json.dumps(measure(workflow, setting, precision, device, threads, warmup, repeats, keep_freed_memory)))  # noqa: T201
 
 
 def measure(workflow: str, setting: str = "published", precision: str = "amp", device: str | None = None,
-            threads: int = 2, warmup: int = 2, repeats: int = 5) -> dict:
+            threads: int = 2, warmup: int = 2, repeats: int = 5, keep_freed_memory: bool = True) -> dict:
     """Measure one workflow at one setting and precision in this process and return its record."""
-    step, info, cfg, dev = _build(workflow, setting, precision, device, threads)
+    step, info, cfg, dev = _build(workflow, setting, precision, device, threads, keep_freed_memory)
     times = _time(step, warmup, repeats, dev)
     record = {
         "workflow": workflow,
@@ -259,6 +267,7 @@ def measure(workflow: str, setting: str = "published", precision: str = "amp", d
         "precision": precision,
         "device": str(dev),
         "threads": int(threads),
+        "keep_freed_memory": bool(keep_freed_memory),
         "median_s": statistics.median(times),
         "min_s": min(times),
         "times_s": times,
@@ -289,7 +298,8 @@ def _machine() -> str:
 
 def run(workflows: str | Sequence[str] = "all", settings: str | Sequence[str] = "published,demo",
         precisions: str | Sequence[str] = "amp,fp32", device: str | None = None,
-        threads: int = 2, warmup: int = 2, repeats: int = 5, output: str = "benchmarks", timeout: int = 1800) -> None:
+        threads: int = 2, warmup: int = 2, repeats: int = 5, output: str = "benchmarks", timeout: int = 1800,
+        keep_freed_memory: bool = True) -> None:
     """Measure several workflows, each in a subprocess; write ``<output>/results.json`` and ``results.md``."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     names = list(WORKFLOWS) if workflows == "all" else _names(workflows)
@@ -301,7 +311,8 @@ def run(workflows: str | Sequence[str] = "all", settings: str | Sequence[str] = 
         for s in _names(settings):
             for p in _names(precisions):
                 cmd = [sys.executable, __file__, "one", w, s, p, f"--threads={threads}", f"--warmup={warmup}",
-                       f"--repeats={repeats}"] + ([f"--device={device}"] if device else [])
+                       f"--repeats={repeats}", f"--keep_freed_memory={bool(keep_freed_memory)}"] + (
+                          [f"--device={device}"] if device else [])
                 logger.info(f"measuring {w} {s} {p} ...")
                 proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
                 lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]

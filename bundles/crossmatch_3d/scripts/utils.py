@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import ctypes
+import ctypes.util
 import difflib
 import functools
 import logging
 import os
+import platform
 import re
 import sys
 from collections.abc import Iterable, Iterator, Sequence
@@ -28,6 +31,7 @@ __all__ = [
     "check_cli_overrides",
     "cpu_supports_bf16",
     "default_device",
+    "keep_freed_memory",
     "resolve_amp_dtype",
     "resolve_run_dir",
     "set_threads",
@@ -35,6 +39,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc <malloc.h> mallopt parameters
 
 FINISHED_MARKER = "FINISHED"
 """File written into a run folder when its workflow completed; such a folder is never written again."""
@@ -133,6 +139,35 @@ def set_threads(num_threads: int | None) -> None:
     """Set torch's intra-op CPU threads (None or <= 0 leaves the default)."""
     if num_threads and num_threads > 0:
         torch.set_num_threads(int(num_threads))
+
+
+def keep_freed_memory(enabled: bool = True) -> bool:
+    """Keep the memory torch frees on the CPU inside this process for reuse, instead of returning it to the system.
+
+    glibc serves every large allocation (the activations of a training step, a sliding-window batch) with fresh
+    ``mmap`` pages and unmaps them on free, so each iteration faults in and zeroes its whole working set again. On
+    the 2-core development CPU that was a fifth of the CPU time of a Switch iteration (about 540 000 page faults per
+    iteration): ``mallopt(M_MMAP_MAX, 0)`` serves large blocks from the heap and ``mallopt(M_TRIM_THRESHOLD, 2 GiB)``
+    keeps freed heap memory, so the pages are reused (``python scripts/benchmark.py one switch``: 2.9 -> 2.3 s per
+    iteration; LA paper-stride window 11.8 -> 9.9 s per volume). The resident memory then stays near the run's peak
+    instead of falling between iterations. Does nothing on systems without glibc (macOS, Windows, musl).
+
+    Args:
+        enabled: False leaves the allocator as it is (the config key ``keep_freed_memory``).
+
+    Returns:
+        whether the setting was applied.
+    """
+    if not enabled or sys.platform != "linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        applied = libc.mallopt(_M_MMAP_MAX, 0) == 1 and libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1) == 1
+    except (OSError, AttributeError):
+        applied = False
+    if not applied:
+        logger.info("keep_freed_memory: glibc's mallopt is not available; the allocator is left as it is.")
+    return applied
 
 
 def resolve_run_dir(root: str, name: str, overwrite: bool = False) -> str:
