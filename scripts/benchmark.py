@@ -368,11 +368,17 @@ def to_markdown(records: list[dict], meta: dict) -> str:
         "| workflow | setting | shape | precision | median | peak memory |",
         "|---|---|---|---|---|---|",
     ]
+    plain_allocator = False
     for r in records:
         shape = ", ".join(f"{k} {v}" for k, v in r["shape"].items())
         prec = r["precision"] + (f" ({r['amp_dtype'].replace('torch.', '')})" if r.get("amp_dtype") not in (None, "None") else "")
-        lines.append(f"| {r['description']} | {r['setting']} | {shape} | {prec} | {r['median_s']:.2f} {r['unit']} | "
+        mark = "" if r.get("keep_freed_memory", False) else " *"
+        plain_allocator |= bool(mark)
+        lines.append(f"| {r['description']} | {r['setting']} | {shape} | {prec} | {r['median_s']:.2f} {r['unit']}{mark} | "
                      f"{r['peak_memory_mb'] / 1024:.2f} GB |")
+    if plain_allocator:
+        lines += ["", "\\* measured with glibc's default allocator behaviour (`--keep_freed_memory False`, or before the "
+                  "bundles kept freed memory), where each iteration faults its memory in again."]
     return "\n".join(lines) + "\n"
 
 

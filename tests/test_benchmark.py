@@ -27,7 +27,11 @@ def test_measure_and_table():
     assert rec["shape"] == {"batch": 1, "size": 128}
     text = benchmark.to_markdown([rec], {"machine": "test cpu", "threads": 1, "date": "2026-12-01"})
     assert "Measured on test cpu with 1 threads" in text
-    assert f"| 2D inference per image | demo | batch 1, size 128 | fp32 | {rec['median_s']:.2f} s/image |" in text
+    # a measurement without the bundles' allocator setting is marked as such
+    assert f"| 2D inference per image | demo | batch 1, size 128 | fp32 | {rec['median_s']:.2f} s/image * |" in text
+    assert "default allocator behaviour" in text
+    text = benchmark.to_markdown([{**rec, "keep_freed_memory": True}], {"machine": "m", "threads": 1, "date": "d"})
+    assert f"| fp32 | {rec['median_s']:.2f} s/image |" in text and "allocator" not in text
 
 
 def test_profile_writes_the_operator_table(tmp_path):
