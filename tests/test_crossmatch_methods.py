@@ -609,6 +609,24 @@ def test_amp_inferer_fp32_sliding_window(cm):
     assert not torch.allclose(logits.sum(1), torch.ones(1, 16, 16, 16))
 
 
+def test_amp_inferer_half_weights_copy_matches_autocast(cm):
+    from scripts.inferers import AmpInferer, PaperSlidingWindowInferer, fold_batch_norm
+    from scripts.networks import VNet
+    from scripts.utils import network_to_memory_format
+
+    torch.manual_seed(0)
+    net = _randomise_bn(VNet(1, 2, 8)).eval()
+    x = torch.randn(1, 1, 20, 18, 16)
+    window = PaperSlidingWindowInferer((16, 16, 16), (4, 2, 16))
+    prob = AmpInferer(window, amp=True, amp_dtype="bfloat16")(x, net)  # folded copy with bf16 weights
+    assert all(p.dtype == torch.float32 for p in net.parameters())  # the network itself stays fp32
+    # the same folded network under autocast with fp32 weights, cast by autocast at every call
+    folded = network_to_memory_format(fold_batch_norm(net)[0], True)
+    ref = AmpInferer(window, amp=True, amp_dtype="bfloat16", fold_bn=False)(x, folded)
+    assert prob.dtype == torch.float32
+    torch.testing.assert_close(prob, ref, rtol=0, atol=1e-3)
+
+
 @pytest.mark.parametrize("kind", ["vnet", "unet"])
 def test_fold_batch_norm_same_function_original_untouched(cm, kind):
     from scripts.inferers import fold_batch_norm

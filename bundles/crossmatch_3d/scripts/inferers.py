@@ -197,7 +197,9 @@ class AmpInferer(Inferer):
         softmax: return softmax probabilities per window/slice (averaged by the wrapped inferer), else logits.
         fold_bn: run an eval-mode ``nn.Module`` network as a copy with its batch norms folded into the convolutions
             (:func:`fold_batch_norm`, made once per call: the network may have been trained in between; about 40 ms
-            for the V-Net, under 1 % of a paper-stride volume).
+            for the V-Net, under 1 % of a paper-stride volume). With mixed precision on the CPU the copy's weights
+            are converted to the autocast dtype once (the network still runs under autocast, which keeps its fp32
+            operations in fp32); autocast would otherwise cast every weight at every window or slice batch.
     """
 
     def __init__(self, inferer: Inferer, amp: bool = True, amp_dtype: str | None = None,
@@ -213,6 +215,8 @@ class AmpInferer(Inferer):
         if self.fold_bn and isinstance(network, nn.Module) and not network.training:
             network, _ = fold_batch_norm(getattr(network, "module", network))  # the model inside a DDP wrapper
             network_to_memory_format(network, channels_last)
+            if dtype is not None and inputs.device.type == "cpu":
+                network.to(dtype)  # the copy's weights once, instead of autocast casting them at every call
 
         def predictor(x: torch.Tensor, *a: Any, **k: Any) -> torch.Tensor:
             x = torch.as_tensor(x)
