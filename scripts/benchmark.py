@@ -66,9 +66,14 @@ SETTINGS = {
 
 
 def _import_bundle(name: str):
+    """The ``scripts`` package of ``bundles/<name>``; another bundle's is unloaded first, the same one is reused."""
+    root = REPO / "bundles" / name
+    loaded = sys.modules.get("scripts")
+    if loaded is not None and Path(loaded.__file__).parent.parent == root:
+        return loaded
     for mod in [m for m in sys.modules if m == "scripts" or m.startswith("scripts.")]:
         del sys.modules[mod]
-    sys.path.insert(0, str(REPO / "bundles" / name))
+    sys.path.insert(0, str(root))
     return importlib.import_module("scripts")
 
 
@@ -78,18 +83,21 @@ def _peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def _time(step: Callable[[], None], warmup: int, repeats: int, device: torch.device) -> list[float]:
-    times = []
+def _time(step: Callable[[], None], warmup: int, repeats: int, device: torch.device) -> tuple[list[float], float]:
+    """Seconds of each timed step after ``warmup`` untimed ones, and the mean minor page faults per timed step."""
+    times, faults = [], 0
     for i in range(warmup + repeats):
         if device.type == "cuda":
             torch.cuda.synchronize(device)
+        f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         t0 = time.perf_counter()
         step()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         if i >= warmup:
             times.append(time.perf_counter() - t0)
-    return times
+            faults += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
+    return times, faults / max(repeats, 1)
 
 
 def _switch_like(workflow: str, cfg: dict, amp: bool, device: torch.device):
@@ -258,7 +266,7 @@ def measure(workflow: str, setting: str = "published", precision: str = "amp", d
             threads: int = 2, warmup: int = 2, repeats: int = 5, keep_freed_memory: bool = True) -> dict:
     """Measure one workflow at one setting and precision in this process and return its record."""
     step, info, cfg, dev = _build(workflow, setting, precision, device, threads, keep_freed_memory)
-    times = _time(step, warmup, repeats, dev)
+    times, faults = _time(step, warmup, repeats, dev)
     record = {
         "workflow": workflow,
         "description": WORKFLOWS[workflow][1],
@@ -272,6 +280,7 @@ def measure(workflow: str, setting: str = "published", precision: str = "amp", d
         "min_s": min(times),
         "times_s": times,
         "peak_memory_mb": _peak_memory_mb(dev),
+        "page_faults_per_step": round(faults),  # minor faults: memory the system maps in afresh
         **info,
     }
     return record

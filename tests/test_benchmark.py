@@ -24,6 +24,7 @@ def test_measure_and_table():
                             keep_freed_memory=False)
     assert rec["unit"] == "s/image" and len(rec["times_s"]) == 2 and rec["keep_freed_memory"] is False
     assert rec["min_s"] <= rec["median_s"] and rec["median_s"] > 0 and rec["peak_memory_mb"] > 0
+    assert isinstance(rec["page_faults_per_step"], int) and rec["page_faults_per_step"] >= 0
     assert rec["shape"] == {"batch": 1, "size": 128}
     text = benchmark.to_markdown([rec], {"machine": "test cpu", "threads": 1, "date": "2026-12-01"})
     assert "Measured on test cpu with 1 threads" in text

@@ -106,11 +106,10 @@ def keep_freed_memory(enabled: bool = True) -> bool:
 
     glibc serves every large allocation (the activations of a training step, a sliding-window batch) with fresh
     ``mmap`` pages and unmaps them on free, so each iteration faults in and zeroes its whole working set again. On
-    the 2-core development CPU that was a fifth of the CPU time of a Switch iteration (about 540 000 page faults per
-    iteration): ``mallopt(M_MMAP_MAX, 0)`` serves large blocks from the heap and ``mallopt(M_TRIM_THRESHOLD, 2 GiB)``
-    keeps freed heap memory, so the pages are reused (``scripts/benchmark.py``'s Switch step at the published
-    settings: 2.9 -> 2.3 s and about 540 000 -> 0 page faults per iteration; its LA paper-stride window: 11.8 -> 9.9 s
-    per volume). The resident memory then stays near the run's peak
+    the 2-core development CPU that was a fifth of the CPU time of a Switch iteration: ``mallopt(M_MMAP_MAX, 0)``
+    serves large blocks from the heap and ``mallopt(M_TRIM_THRESHOLD, 2 GiB)`` keeps freed heap memory, so the pages
+    are reused (``python scripts/benchmark.py one switch published amp --keep_freed_memory False|True``: 474 000 ->
+    3 300 page faults and 2.99 -> 2.34 s per iteration). The resident memory then stays near the run's peak
     instead of falling between iterations. Does nothing on systems without glibc (macOS, Windows, musl).
 
     Args:
