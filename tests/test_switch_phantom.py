@@ -16,7 +16,13 @@ from scipy import ndimage
 
 import_bundle("switch_us")
 from scripts.data import check_datalist  # noqa: E402
-from scripts.phantom import ensure_phantom_dataset, generate_phantom_dataset, render_phantom  # noqa: E402
+from scripts.phantom import (  # noqa: E402
+    PHANTOM_VERSION,
+    ensure_phantom_dataset,
+    generate_phantom_dataset,
+    render_phantom,
+    stratified_kind,
+)
 
 
 def _digest(root) -> str:
@@ -68,6 +74,40 @@ def test_test_images_do_not_depend_on_other_split_sizes(tmp_path):
     for name in ("test_0000.png", "test_0001.png"):
         for sub in ("images", "labels"):
             assert (tmp_path / "a" / sub / name).read_bytes() == (tmp_path / "b" / sub / name).read_bytes()
+
+
+def test_labelled_split_is_stratified_by_lesion_kind(tmp_path):
+    kinds = [stratified_kind(j) for j in range(16)]
+    assert [kinds.count(k) for k in ("hypoechoic", "cyst", "hyperechoic")] == [9, 2, 5]
+    for n in range(5, 41):  # every prefix holds each kind within 1.5 images of its expected count
+        prefix = [stratified_kind(j) for j in range(n)]
+        for kind, p in (("hypoechoic", 0.55), ("cyst", 0.15), ("hyperechoic", 0.30)):
+            assert abs(prefix.count(kind) - p * n) <= 1.5, (n, kind)
+    root = generate_phantom_dataset(tmp_path / "ph", num_labeled=16, num_unlabeled=0, num_validation=0, num_test=0,
+                                    size=64)
+    for j, kind in enumerate(kinds):  # the rendered lesion is brighter than its surroundings iff it is hyperechoic
+        image = np.asarray(Image.open(root / "images" / f"labeled_{j:04d}.png"), dtype=float)
+        lesion = np.asarray(Image.open(root / "labels" / f"labeled_{j:04d}.png")) > 0
+        if lesion.any():
+            ring = ndimage.binary_dilation(lesion, iterations=4) & ~lesion
+            assert (image[lesion].mean() > image[ring].mean()) == (kind == "hyperechoic"), (j, kind)
+    with pytest.raises(ValueError, match="kind"):
+        render_phantom(np.random.default_rng(0), size=64, kind="calcified")
+
+
+def test_ensure_regenerates_a_phantom_dataset_of_another_version(tmp_path):
+    root = tmp_path / "ph"
+    kw = {"num_labeled": 2, "num_unlabeled": 1, "num_validation": 1, "num_test": 1, "size": 48}
+    ensure_phantom_dataset(root, **kw)
+    fresh = _digest(root)
+    datalist = json.loads((root / "datalist.json").read_text())
+    datalist["source"]["version"] = PHANTOM_VERSION - 1
+    (root / "datalist.json").write_text(json.dumps(datalist))
+    (root / "images" / "labeled_0000.png").write_bytes(b"stale")
+    ensure_phantom_dataset(root, **kw)
+    assert json.loads((root / "datalist.json").read_text())["source"]["version"] == PHANTOM_VERSION
+    assert _digest(root) == fresh
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ph"]  # the stale copy is gone
 
 
 def test_lesions_are_rare_to_miss_and_inside_the_sector():

@@ -16,7 +16,11 @@ unlabelled images does not change the test set. The image model, in order:
    lobulated boundary (an ellipse deformed by low-order Fourier terms, plus high-order terms for
    "irregular" lesions), mean diameter 6-25 % of the image width, of one of three kinds:
    hypoechoic solid (darker than tissue, half of them with posterior acoustic shadowing),
-   anechoic cyst (very dark, posterior acoustic enhancement) or hyperechoic (brighter, textured);
+   anechoic cyst (very dark, posterior acoustic enhancement) or hyperechoic (brighter, textured),
+   drawn with probabilities 0.55 / 0.15 / 0.30. The labelled split is stratified (as one picks the
+   cases to annotate): image ``j``'s kind comes from a golden-ratio sequence over those proportions,
+   so every prefix of it holds each kind in about its proportion (16 labelled images: 9 / 2 / 5).
+   The other splits draw the kind at random;
 3. fully developed speckle: the envelope of spatially correlated complex Gaussian noise
    (Rayleigh distributed, larger lateral than axial correlation), applied multiplicatively;
 4. depth attenuation (exponential in the row index) and, optionally, a sector (fan) mask;
@@ -40,15 +44,32 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-__all__ = ["PHANTOM_VERSION", "ensure_phantom_dataset", "generate_phantom_dataset", "render_phantom"]
+__all__ = ["PHANTOM_VERSION", "ensure_phantom_dataset", "generate_phantom_dataset", "render_phantom", "stratified_kind"]
 
 logger = logging.getLogger(__name__)
 
-#: bumped whenever the image model changes (recorded in ``datalist.json``'s ``source``).
-PHANTOM_VERSION = 1
+#: bumped whenever the image model changes (recorded in ``datalist.json``'s ``source``); a generated dataset of
+#: another version is regenerated on first use. Version 2: stratified lesion kinds in the labelled split (version 1
+#: drew them at random, which gave the default 16 labelled images two hyperechoic lesions against seven of the 24
+#: test images, so the demo's test Dice hinged on those two).
+PHANTOM_VERSION = 2
 
 _SPLITS = ("labeled", "unlabeled", "validation", "test")
 _NO_LESION_PROBABILITY = 0.04
+_KINDS = ("hypoechoic", "cyst", "hyperechoic")
+_KIND_PROBABILITIES = (0.55, 0.15, 0.30)
+_GOLDEN = (5**0.5 - 1) / 2
+
+
+def stratified_kind(index: int) -> str:
+    """The lesion kind of labelled image ``index``: a low-discrepancy draw over the kind proportions.
+
+    ``u = frac(0.5 + index * (sqrt(5) - 1) / 2)`` is mapped through the cumulative kind probabilities, so
+    the first ``n`` labelled images hold each kind in about its proportion for every ``n``, and an image's
+    kind depends on its position only.
+    """
+    u = (0.5 + int(index) * _GOLDEN) % 1.0
+    return _KINDS[int(np.searchsorted(np.cumsum(_KIND_PROBABILITIES), u, side="right"))]
 
 
 def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> np.ndarray:
@@ -139,13 +160,17 @@ def _speckle(rng: np.random.Generator, size: int) -> np.ndarray:
     return envelope / envelope.mean()
 
 
-def render_phantom(rng: np.random.Generator, size: int = 256, sector: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def render_phantom(
+    rng: np.random.Generator, size: int = 256, sector: bool = False, kind: str | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Render one phantom image and its label.
 
     Args:
         rng: the image's own random generator (the only source of randomness).
         size: image side in pixels.
         sector: whether to apply a fan-shaped field-of-view mask.
+        kind: the lesion kind (``"hypoechoic"``, ``"cyst"`` or ``"hyperechoic"``), or None to draw it at
+            random. The lesion can still be absent (about 4 % of images) either way.
 
     Returns:
         ``(image, label)``: ``uint8`` arrays of shape ``(size, size)`` in row (depth), column order;
@@ -156,8 +181,11 @@ def render_phantom(rng: np.random.Generator, size: int = 256, sector: bool = Fal
     fov = _sector_mask(rng, size) if sector else np.ones((size, size), dtype=bool)
     label = np.zeros((size, size), dtype=np.uint8)
 
+    if kind is not None and kind not in _KINDS:
+        raise ValueError(f"kind must be one of {_KINDS} or None, got {kind!r}")
     if rng.uniform() >= _NO_LESION_PROBABILITY:
-        kind = rng.choice(["hypoechoic", "cyst", "hyperechoic"], p=[0.55, 0.15, 0.30])
+        if kind is None:
+            kind = str(rng.choice(_KINDS, p=_KIND_PROBABILITIES))
         irregular = kind == "hypoechoic" and rng.uniform() < 0.5
         diameter = rng.uniform(0.14, 0.32) * size
         for _ in range(20):  # inside the field of view
@@ -253,7 +281,8 @@ def generate_phantom_dataset(
         for j in range(int(counts[split])):
             case = f"{split}_{j:04d}"
             rng = np.random.default_rng(np.random.SeedSequence([int(seed), split_index, j]))
-            image, label = render_phantom(rng, size=size, sector=sector)
+            kind = stratified_kind(j) if split == "labeled" else None
+            image, label = render_phantom(rng, size=size, sector=sector, kind=kind)
             _write_png(image, out / "images" / f"{case}.png")
             item: dict[str, Any] = {"image": f"images/{case}.png"}
             if split != "unlabeled":
@@ -295,9 +324,10 @@ def generate_phantom_dataset(
 def ensure_phantom_dataset(dataset_dir: str | os.PathLike, **kwargs: Any) -> str:
     """Generate the phantom dataset on first use and return its folder.
 
-    Nothing is done when ``dataset_dir/datalist.json`` exists. Otherwise the dataset is written
-    into a temporary sibling folder and renamed into place, so two processes calling this at once
-    both end up with one complete dataset (the loser of the rename discards its copy).
+    Nothing is done when ``dataset_dir/datalist.json`` exists, unless it describes a phantom dataset
+    of another :data:`PHANTOM_VERSION`: that one (generated data, never a user's) is regenerated.
+    The dataset is written into a temporary sibling folder and renamed into place, so two processes
+    calling this at once both end up with one complete dataset (the loser of the rename discards its copy).
 
     Args:
         dataset_dir: the dataset folder (the bundle's ``dataset_dir``).
@@ -311,8 +341,19 @@ def ensure_phantom_dataset(dataset_dir: str | os.PathLike, **kwargs: Any) -> str
     """
     target = Path(dataset_dir)
     if (target / "datalist.json").is_file():
-        logger.info("phantom dataset found at %s; reusing it", target)
-        return str(dataset_dir)
+        source = json.loads((target / "datalist.json").read_text()).get("source", {})
+        if source.get("format") != "phantom" or source.get("version") == PHANTOM_VERSION:
+            logger.info("phantom dataset found at %s; reusing it", target)
+            return str(dataset_dir)
+        logger.warning("phantom dataset at %s is version %s, this generator writes version %d; regenerating it",
+                       target, source.get("version"), PHANTOM_VERSION)
+        stale = target.parent / f".{target.name}.stale-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        try:
+            os.replace(target, stale)
+        except FileNotFoundError:  # another process moved it first
+            pass
+        else:
+            shutil.rmtree(stale, ignore_errors=True)
     if target.exists() and any(target.iterdir()):
         raise FileExistsError(f"{target} exists and is not empty but has no datalist.json; not writing phantoms there")
     kwargs.pop("overwrite", None)
