@@ -108,6 +108,9 @@ def test_ensure_regenerates_a_phantom_dataset_of_another_version(tmp_path):
     assert json.loads((root / "datalist.json").read_text())["source"]["version"] == PHANTOM_VERSION
     assert _digest(root) == fresh
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ph"]  # the stale copy is gone
+    (root / "datalist.json").write_text("{not json")  # not ours to judge: left for the data checks to report
+    assert ensure_phantom_dataset(root, **kw) == str(root)
+    assert (root / "datalist.json").read_text() == "{not json"
 
 
 def test_lesions_are_rare_to_miss_and_inside_the_sector():

@@ -341,8 +341,11 @@ def ensure_phantom_dataset(dataset_dir: str | os.PathLike, **kwargs: Any) -> str
     """
     target = Path(dataset_dir)
     if (target / "datalist.json").is_file():
-        source = json.loads((target / "datalist.json").read_text()).get("source", {})
-        if source.get("format") != "phantom" or source.get("version") == PHANTOM_VERSION:
+        try:
+            source = json.loads((target / "datalist.json").read_text()).get("source", {})
+        except (ValueError, AttributeError):  # not a datalist this generator wrote: the data checks report it
+            source = {}
+        if not isinstance(source, dict) or source.get("format") != "phantom" or source.get("version") == PHANTOM_VERSION:
             logger.info("phantom dataset found at %s; reusing it", target)
             return str(dataset_dir)
         logger.warning("phantom dataset at %s is version %s, this generator writes version %d; regenerating it",
