@@ -1,16 +1,13 @@
 # Copyright (c) 2026 ssl-monai-bundles contributors
 # SPDX-License-Identifier: Apache-2.0
-"""Switch self-training alone, started from saved pre-training weights, with parts of the step in fp32.
+"""Switch self-training alone, started from saved pre-training weights, in AMP or in fp32.
 
 The experiment behind the README's "Mixed precision against fp32" paragraph on the Switch demo: does the precision
 of the self-training stage decide the demo's final Dice when the starting weights are fixed? It runs the demo
 overlay with ``pretrain_iterations 0`` from a ``model_pretrain.pt`` of an earlier demo run (fresh optimiser state;
 the learning rate set to the self-training restart's, ``learning_rate * selftrain_lr_scale``),
-then the test evaluation, in a copy of the bundle under ``--workdir``. Variants:
-
-- ``amp``: the default bf16/fp16 autocast; ``fp32``: ``--amp False``;
-- ``proj32``: autocast, but the projector head (and so the InfoNCE embeddings) in fp32;
-- ``teacher32``: autocast, but the EMA teacher's pseudo-labelling forward in fp32.
+then the test evaluation, in a copy of the bundle under ``--workdir``. Variants: ``amp``, the default bf16/fp16
+autocast, and ``fp32`` (``--amp False``).
 
 Usage (from the repository root)::
 
@@ -27,24 +24,13 @@ import logging
 import os
 import shutil
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import fire
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-VARIANTS = ("amp", "fp32", "proj32", "teacher32")
-
-
-def _in_fp32(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
-    """``fn`` run with autocast off on a float32 input."""
-
-    def run(x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-        with torch.autocast(x.device.type, enabled=False):
-            return fn(x.float(), *args, **kwargs)
-
-    return run
+VARIANTS = ("amp", "fp32")
 
 
 def main(weights: str, variant: str = "amp", seed: int = 1, workdir: str = "/tmp/selftrain_probe") -> None:
@@ -73,11 +59,6 @@ def main(weights: str, variant: str = "amp", seed: int = 1, workdir: str = "/tmp
     parser.get_parsed_content("initialize")
     network = parser.get_parsed_content("network")
     network.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True)["model"])
-    if variant == "proj32":
-        network.project = _in_fp32(network.project)
-    if variant == "teacher32":
-        teacher = parser.get_parsed_content("teacher")
-        teacher.predict = _in_fp32(teacher.predict)
     parser.get_parsed_content("train#trainer").run()
     parser.get_parsed_content("test#evaluator").run()
     summary = json.loads((bundle / "runs" / name / "evaluation" / "metrics_summary.json").read_text())

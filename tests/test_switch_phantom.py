@@ -83,14 +83,19 @@ def test_labelled_split_is_stratified_by_lesion_kind(tmp_path):
         prefix = [stratified_kind(j) for j in range(n)]
         for kind, p in (("hypoechoic", 0.55), ("cyst", 0.15), ("hyperechoic", 0.30)):
             assert abs(prefix.count(kind) - p * n) <= 1.5, (n, kind)
-    root = generate_phantom_dataset(tmp_path / "ph", num_labeled=16, num_unlabeled=0, num_validation=0, num_test=0,
+    root = generate_phantom_dataset(tmp_path / "ph", num_labeled=16, num_unlabeled=2, num_validation=0, num_test=8,
                                     size=64)
-    for j, kind in enumerate(kinds):  # the rendered lesion is brighter than its surroundings iff it is hyperechoic
-        image = np.asarray(Image.open(root / "images" / f"labeled_{j:04d}.png"), dtype=float)
-        lesion = np.asarray(Image.open(root / "labels" / f"labeled_{j:04d}.png")) > 0
-        if lesion.any():
-            ring = ndimage.binary_dilation(lesion, iterations=4) & ~lesion
-            assert (image[lesion].mean() > image[ring].mean()) == (kind == "hyperechoic"), (j, kind)
+    recorded = json.loads((root / "datalist.json").read_text())["lesion_kinds"]
+    assert sorted(recorded) == ["labeled", "test"] and len(recorded["test"]) == 8  # unlabelled kinds stay unrecorded
+    assert [k if r == "none" else r for k, r in zip(kinds, recorded["labeled"])] == kinds
+    for split, split_kinds in recorded.items():
+        for j, kind in enumerate(split_kinds):  # the lesion is brighter than its surroundings iff it is hyperechoic
+            image = np.asarray(Image.open(root / "images" / f"{split}_{j:04d}.png"), dtype=float)
+            lesion = np.asarray(Image.open(root / "labels" / f"{split}_{j:04d}.png")) > 0
+            assert lesion.any() == (kind != "none"), (split, j, kind)
+            if lesion.any():
+                ring = ndimage.binary_dilation(lesion, iterations=4) & ~lesion
+                assert (image[lesion].mean() > image[ring].mean()) == (kind == "hyperechoic"), (split, j, kind)
     with pytest.raises(ValueError, match="kind"):
         render_phantom(np.random.default_rng(0), size=64, kind="calcified")
 

@@ -4,7 +4,8 @@
 
 The generator writes the project's prepared dataset format (``docs/dataset_format.md`` of the
 repository): ``images/<id>.png`` (8-bit grey), ``labels/<id>.png`` (class indices 0/1) and a
-``datalist.json`` holding the ``labeled``, ``unlabeled``, ``validation`` and ``test`` lists.
+``datalist.json`` holding the ``labeled``, ``unlabeled``, ``validation`` and ``test`` lists (and, under
+``lesion_kinds``, each labelled, validation and test image's lesion kind, ``"none"`` without a lesion).
 
 Each image is drawn from its own random generator seeded by ``(seed, split, index)``, so an image
 depends only on the seed, its split and its position in that split: changing the number of
@@ -19,7 +20,7 @@ unlabelled images does not change the test set. The image model, in order:
    anechoic cyst (very dark, posterior acoustic enhancement) or hyperechoic (brighter, textured),
    drawn with probabilities 0.55 / 0.15 / 0.30. The labelled split is stratified (as one picks the
    cases to annotate): image ``j``'s kind comes from a golden-ratio sequence over those proportions,
-   so every prefix of it holds each kind in about its proportion (16 labelled images: 9 / 2 / 5).
+   so every prefix of it holds each kind in about its proportion (the kinds of 16 labelled images: 9 / 2 / 5).
    The other splits draw the kind at random;
 3. fully developed speckle: the envelope of spatially correlated complex Gaussian noise
    (Rayleigh distributed, larger lateral than axial correlation), applied multiplicatively;
@@ -58,6 +59,7 @@ _SPLITS = ("labeled", "unlabeled", "validation", "test")
 _NO_LESION_PROBABILITY = 0.04
 _KINDS = ("hypoechoic", "cyst", "hyperechoic")
 _KIND_PROBABILITIES = (0.55, 0.15, 0.30)
+_KIND_CDF = np.cumsum(_KIND_PROBABILITIES)
 _GOLDEN = (5**0.5 - 1) / 2
 
 
@@ -69,7 +71,7 @@ def stratified_kind(index: int) -> str:
     kind depends on its position only.
     """
     u = (0.5 + int(index) * _GOLDEN) % 1.0
-    return _KINDS[int(np.searchsorted(np.cumsum(_KIND_PROBABILITIES), u, side="right"))]
+    return _KINDS[int(np.searchsorted(_KIND_CDF, u, side="right"))]
 
 
 def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> np.ndarray:
@@ -176,6 +178,14 @@ def render_phantom(
         ``(image, label)``: ``uint8`` arrays of shape ``(size, size)`` in row (depth), column order;
         the label holds 0 (background) and 1 (lesion).
     """
+    image, label, _ = _render(rng, size, sector, kind)
+    return image, label
+
+
+def _render(
+    rng: np.random.Generator, size: int, sector: bool, kind: str | None
+) -> tuple[np.ndarray, np.ndarray, str | None]:
+    """:func:`render_phantom`, also returning the lesion kind drawn (None for an image without a lesion)."""
     echo = _tissue(rng, size)
     shading = np.ones((size, size))
     fov = _sector_mask(rng, size) if sector else np.ones((size, size), dtype=bool)
@@ -183,9 +193,11 @@ def render_phantom(
 
     if kind is not None and kind not in _KINDS:
         raise ValueError(f"kind must be one of {_KINDS} or None, got {kind!r}")
+    drawn = None
     if rng.uniform() >= _NO_LESION_PROBABILITY:
         if kind is None:
             kind = str(rng.choice(_KINDS, p=_KIND_PROBABILITIES))
+        drawn = kind
         irregular = kind == "hypoechoic" and rng.uniform() < 0.5
         diameter = rng.uniform(0.14, 0.32) * size
         for _ in range(20):  # inside the field of view
@@ -216,7 +228,7 @@ def render_phantom(
     image = np.clip(gain * envelope, 0, None) ** 0.65
     image = ndimage.gaussian_filter(image, sigma=rng.uniform(0.4, 0.8))
     image = np.clip(image * 255.0 * rng.uniform(0.75, 0.95), 0, 255) * fov
-    return np.round(image).astype(np.uint8), label
+    return np.round(image).astype(np.uint8), label, drawn
 
 
 def _write_png(array: np.ndarray, path: Path) -> None:
@@ -276,13 +288,15 @@ def generate_phantom_dataset(
     (out / "labels").mkdir(parents=True, exist_ok=True)
 
     lists: dict[str, list[dict[str, Any]]] = {}
+    kinds: dict[str, list[str]] = {}  # lesion kind per labelled image (the unlabelled split's stay unrecorded)
     for split_index, split in enumerate(_SPLITS):
         items = []
         for j in range(int(counts[split])):
             case = f"{split}_{j:04d}"
             rng = np.random.default_rng(np.random.SeedSequence([int(seed), split_index, j]))
-            kind = stratified_kind(j) if split == "labeled" else None
-            image, label = render_phantom(rng, size=size, sector=sector, kind=kind)
+            image, label, kind = _render(rng, size, sector, stratified_kind(j) if split == "labeled" else None)
+            if split != "unlabeled":
+                kinds.setdefault(split, []).append(kind or "none")
             _write_png(image, out / "images" / f"{case}.png")
             item: dict[str, Any] = {"image": f"images/{case}.png"}
             if split != "unlabeled":
@@ -315,6 +329,7 @@ def generate_phantom_dataset(
             "ratios": {k: (round(int(counts[k]) / total, 4) if total else 0.0) for k in ("labeled", "validation", "test")},
             "counts": {k: int(v) for k, v in counts.items()},
         },
+        "lesion_kinds": kinds,
     }
     (out / "datalist.json").write_text(json.dumps({**description, **lists}, indent=2) + "\n")
     logger.info("wrote %d phantom images (%s) to %s", total, ", ".join(f"{k} {v}" for k, v in counts.items()), out)
