@@ -73,6 +73,22 @@ def test_evaluate_and_inference_from_the_bundle_copy(demo_bundle):
         assert arr.shape == np.asarray(Image.open(img)).shape[:2]
         assert set(np.unique(arr)) <= {0, 255}
 
+    # weights without the training-only projector (a supervised or BCP model) serve through the same config
+    import torch
+
+    state = torch.load(demo_bundle / "models" / "model.pt", map_location="cpu", weights_only=True)["model"]
+    baseline = demo_bundle / "baseline_model.pt"
+    torch.save({"model": {k: v for k, v in state.items() if not k.startswith("projector.")}}, baseline)
+    out = _ok(run_bundle(demo_bundle, ["configs/inference.yaml"], "--input", json.dumps([str(p) for p in images]),
+                         "--ckpt_path", str(baseline), "--run_name", "baseline"))
+    assert "left as is: projector" in out
+    for img in images:
+        again = np.asarray(Image.open(demo_bundle / "predictions" / "baseline" / f"{img.stem}_seg.png"))
+        assert np.array_equal(again, np.asarray(Image.open(pred_dir / f"{img.stem}_seg.png")))
+    missing = run_bundle(demo_bundle, ["configs/inference.yaml"], "--input", json.dumps([str(images[0])]),
+                         "--ckpt_path", str(demo_bundle / "no_such_model.pt"))
+    assert missing.returncode != 0 and "no weights at ckpt_path" in missing.stdout + missing.stderr
+
 
 def test_mlflow_tracking(tmp_path):
     mlflow = pytest.importorskip("mlflow")

@@ -12,6 +12,7 @@ import logging
 import os
 import random
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +28,7 @@ else:
         "ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine", as_type="decorator"
     )
 
-__all__ = ["ModelCheckpoint", "ProgressLogger", "ResumeCheckpoint", "atomic_save", "is_main_process"]
+__all__ = ["ModelCheckpoint", "ProgressLogger", "ResumeCheckpoint", "WeightsLoader", "atomic_save", "is_main_process"]
 
 
 def _unwrap(network: torch.nn.Module) -> torch.nn.Module:
@@ -50,6 +51,84 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     torch.save(obj, tmp)
     os.replace(tmp, path)
+
+
+class WeightsLoader:
+    """Load trained weights into a network when an engine starts, with errors that say what is wrong.
+
+    A drop-in for MONAI's ``CheckpointLoader`` with one ``model`` entry (the bundles' ``models/model.pt`` layout
+    ``{"model": state_dict}``, or a bare state dict). The keys under ``optional_prefixes`` (training-only heads)
+    may be absent from either side: a checkpoint without them keeps the network's own values, and a checkpoint
+    with them loads into a network without them. Any other difference stops with an error that names the keys
+    and the likely cause, instead of ``load_state_dict``'s traceback from inside the engine.
+
+    Args:
+        load_path: the checkpoint file.
+        network: the network (a DistributedDataParallel wrapper is looked through).
+        map_location: passed to ``torch.load``.
+        optional_prefixes: state-dict key prefixes that need not match.
+        name: ``load_path``'s config name, for the error messages.
+    """
+
+    def __init__(
+        self,
+        load_path: str | os.PathLike,
+        network: torch.nn.Module,
+        map_location: str | torch.device | None = None,
+        optional_prefixes: Sequence[str] = (),
+        name: str = "ckpt_path",
+    ) -> None:
+        self.load_path = Path(load_path)
+        self.network = network
+        self.map_location = map_location
+        self.optional_prefixes = tuple(optional_prefixes)
+        self.name = name
+        self.logger = logging.getLogger(__name__)
+
+    def attach(self, engine: Engine) -> None:
+        if not engine.has_event_handler(self, Events.STARTED):
+            engine.add_event_handler(Events.STARTED, self)
+
+    def _optional(self, key: str) -> bool:
+        return key.startswith(self.optional_prefixes)
+
+    def __call__(self, engine: Engine | None = None) -> None:
+        path = self.load_path
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"no weights at {self.name} = {path}: train the bundle first, or pass the weights with "
+                f"--{self.name} /path/to/model.pt."
+            )
+        try:
+            state = torch.load(path, map_location=self.map_location, weights_only=True)
+        except Exception as e:
+            raise ValueError(f"{self.name} = {path} is not a readable PyTorch weights file ({e}).") from e
+        if isinstance(state, dict) and isinstance(state.get("model"), dict):
+            state = state["model"]
+        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise ValueError(
+                f"{self.name} = {path} holds no model weights: expected {{'model': state_dict}} or a state dict."
+            )
+        net = _unwrap(self.network)
+        own = net.state_dict()
+        missing = [k for k in own if k not in state and not self._optional(k)]
+        unexpected = [k for k in state if k not in own and not self._optional(k)]
+        shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
+                  if k in state and state[k].shape != v.shape]
+        if missing or unexpected or shapes:
+            parts = [f"{label} {len(keys)} ({', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''})"
+                     for label, keys in (("missing", missing), ("unexpected", unexpected),
+                                         ("shape mismatches (checkpoint vs network)", shapes)) if keys]
+            raise ValueError(
+                f"the weights in {self.name} = {path} do not fit this config's {type(net).__name__}: "
+                f"{'; '.join(parts)}. Load them with the configs they were trained with (the same method "
+                "overlay, num_classes and network sizes)."
+            )
+        skipped = sorted({k.split(".")[0] for k in (set(own) ^ set(state)) if self._optional(k)})
+        state = {k: v for k, v in state.items() if k in own}
+        net.load_state_dict(state, strict=False)
+        extra = f" (not in both, left as is: {', '.join(skipped)})" if skipped else ""
+        self.logger.info(f"loaded weights from {path}{extra}")
 
 
 class ModelCheckpoint:
