@@ -31,13 +31,16 @@ Usage (from the repository root; ``scripts/prepare_data.py`` writes the prepared
     python scripts/quality.py table quality/ddti quality/busi quality/acdc quality/la    # one Markdown table
 
 ``run`` writes ``<output>/<method>/`` (the bundle copy's run folder with its evaluation), ``quality.json`` and
-``quality.md``. A method whose run already finished is not trained again (its results are read back), so an
+``quality.md``. Besides the difference of the summary Dice ("Dice gain"), the table gives the gain paired image by
+image (volume by volume) with its standard error and the number of pairs: on a small test set that error says
+which differences the set can resolve. A method whose run already finished is not trained again (its results are read back), so an
 interrupted protocol continues where it stopped; a finished run is only read back under the settings it ran with
 (``<output>/<method>.settings.json``): other budgets, data, seed or precision stop with an error naming them.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import math
@@ -181,13 +184,67 @@ def _value(metrics: Mapping[str, float], column: str) -> float:
     return math.nan if v is None else float(v)
 
 
-def markdown_table(rows: Sequence[Mapping]) -> str:
-    """A Markdown table of ``{"dataset", "method", "metrics", ...}`` rows; Dice gain over supervised-only."""
-    cols = table_columns([r["metrics"] for r in rows])
-    head = "| dataset | method | " + " | ".join(cols) + " | Dice gain |"
-    lines = [head, "|" + "---|" * (len(cols) + 3)]
+def read_per_item_dice(run_dir: Path) -> dict[str, float]:
+    """Each test image's or volume's Dice from ``<run_dir>/evaluation/metrics_per_{image,volume}.csv``.
+
+    Returns an empty dict when the run has no per-item file; values may be NaN (an image whose prediction and
+    label are both empty, under the default ``empty_policy: skip``).
+    """
+    for name in ("metrics_per_image.csv", "metrics_per_volume.csv"):
+        path = run_dir / "evaluation" / name
+        if path.is_file():
+            with path.open(newline="") as f:
+                return {row["id"]: float(row["dice"]) if row.get("dice") not in (None, "") else math.nan
+                        for row in csv.DictReader(f)}
+    return {}
+
+
+def paired_gain(run_dir: Path, base_dir: Path) -> dict | None:
+    """The Dice gain of one run over another, paired image by image: mean, standard error and count.
+
+    Only the test items both runs scored (finite Dice in both) are paired, so the mean can differ from the
+    difference of the two summary means when an item is scored by one run only (such as a false positive on an
+    image without a lesion, which ``empty_policy: skip`` scores 0 for one and leaves out for the other).
+    ``None`` when either run has no per-item file or fewer than two items pair up.
+    """
+    run, base = read_per_item_dice(Path(run_dir)), read_per_item_dice(Path(base_dir))
+    diffs = [run[k] - base[k] for k in run if k in base and math.isfinite(run[k]) and math.isfinite(base[k])]
+    if len(diffs) < 2:
+        return None
+    mean = sum(diffs) / len(diffs)
+    sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1))
+    return {"mean": mean, "se": sd / math.sqrt(len(diffs)), "n": len(diffs)}
+
+
+def _baseline(rows: Sequence[Mapping], row: Mapping) -> Mapping | None:
+    """The supervised-only row of ``row``'s dataset from the same protocol run (``output``), if any."""
+    return next((s for s in rows if s["method"] == "supervised" and s["dataset"] == row["dataset"]
+                 and s.get("output") == row.get("output")), None)
+
+
+def add_paired_gains(rows: Sequence[dict]) -> None:
+    """Set ``paired_gain`` (see :func:`paired_gain`) on every non-supervised row whose runs are still on disk."""
     for r in rows:
-        base = next((s for s in rows if s["dataset"] == r["dataset"] and s["method"] == "supervised"), None)
+        base = _baseline(rows, r)
+        if base is None or r["method"] == "supervised" or not r.get("run_dir") or not base.get("run_dir"):
+            continue
+        gain = paired_gain(Path(r["run_dir"]), Path(base["run_dir"]))
+        if gain is not None:
+            r["paired_gain"] = gain
+
+
+def markdown_table(rows: Sequence[Mapping]) -> str:
+    """A Markdown table of ``{"dataset", "method", "metrics", ...}`` rows; Dice gain over supervised-only.
+
+    With ``paired_gain`` in the rows (:func:`add_paired_gains`) a last column gives the image-by-image gain and its
+    standard error, which says how much of the gain the size of the test set can resolve.
+    """
+    cols = table_columns([r["metrics"] for r in rows])
+    paired = any("paired_gain" in r for r in rows)
+    head = "| dataset | method | " + " | ".join(cols) + " | Dice gain |" + (" paired gain ± SE (n) |" if paired else "")
+    lines = [head, "|" + "---|" * (len(cols) + 3 + paired)]
+    for r in rows:
+        base = _baseline(rows, r)
         gain = ""
         if base is not None and r["method"] != "supervised" and "dice" in r["metrics"]:
             gain = f"{100 * (r['metrics']['dice'] - base['metrics']['dice']):+.1f}"
@@ -195,7 +252,11 @@ def markdown_table(rows: Sequence[Mapping]) -> str:
         for c in cols:
             v = _value(r["metrics"], c)
             cells.append("" if math.isnan(v) else (f"{v:.4f}" if c.startswith(("dice", "iou")) else f"{v:.2f}"))
-        lines.append(f"| {r['dataset']} | {r['method']} | " + " | ".join(cells) + f" | {gain} |")
+        line = f"| {r['dataset']} | {r['method']} | " + " | ".join(cells) + f" | {gain} |"
+        if paired:
+            g = r.get("paired_gain")
+            line += f" {100 * g['mean']:+.1f} ± {100 * g['se']:.1f} ({g['n']}) |" if g else " |"
+        lines.append(line)
     return "\n".join(lines)
 
 
@@ -267,9 +328,10 @@ def run(
         command = f"cd {bundle} && python -m monai.bundle run --config_file \"{configs}\" " + " ".join(
             f"--{k} {v}" for k, v in overrides.items())
         rows.append({"dataset": dataset, "method": method, "metrics": metrics, "seconds": seconds,
-                     "run_dir": str(run_dir), "command": command})
+                     "run_dir": str(run_dir), "output": str(out), "command": command})
     result = {"protocol": protocol, "dataset_dir": str(data), "iterations_scale": iterations, "amp": bool(amp),
               "rows": rows}
+    add_paired_gains(rows)
     (out / "quality.json").write_text(json.dumps(result, indent=2, allow_nan=True) + "\n")
     table = markdown_table(rows)
     (out / "quality.md").write_text(table + "\n")
@@ -321,7 +383,9 @@ def table(*outputs: str, save: str | None = None) -> str:
         path = Path(o) / "quality.json"
         if not path.is_file():
             raise QualityError(f"{path} does not exist: run `python scripts/quality.py run ... --output {o}` first.")
-        rows += json.loads(path.read_text())["rows"]
+        # each output's rows compare with that output's supervised-only row, even where dataset names repeat
+        rows += [{**r, "output": str(Path(o).expanduser().resolve())} for r in json.loads(path.read_text())["rows"]]
+    add_paired_gains(rows)
     text = markdown_table(rows)
     if save:
         Path(save).write_text(text + "\n")

@@ -54,6 +54,36 @@ def _finished(run_dir, dice):
     (run_dir / "FINISHED").touch()
 
 
+def _per_image(run_dir, dice_by_id):
+    (run_dir / "evaluation").mkdir(parents=True, exist_ok=True)
+    lines = ["id,dice,iou"] + [f"{k},{'nan' if v is None else v},0" for k, v in dice_by_id.items()]
+    (run_dir / "evaluation" / "metrics_per_image.csv").write_text("\n".join(lines) + "\n")
+
+
+def test_paired_gain_pairs_images_scored_by_both_runs(tmp_path):
+    sup, semi = tmp_path / "supervised", tmp_path / "switch"
+    # img4 has no lesion: supervised predicted nothing there (NaN under empty_policy skip), switch a false positive
+    _per_image(sup, {"img1": 0.5, "img2": 0.25, "img3": 0.75, "img4": None})
+    _per_image(semi, {"img1": 0.625, "img2": 0.5, "img3": 0.75, "img4": 0.0})
+    gain = quality.paired_gain(semi, sup)
+    diffs = [0.125, 0.25, 0.0]  # img4 is left out of the pairs
+    sd = math.sqrt(sum((d - 0.125) ** 2 for d in diffs) / 2)
+    assert gain["n"] == 3 and gain["mean"] == pytest.approx(0.125) and gain["se"] == pytest.approx(sd / math.sqrt(3))
+    assert quality.paired_gain(semi, tmp_path / "missing") is None
+
+    rows = [{"dataset": "busi", "method": m, "metrics": {"dice": d}, "run_dir": str(p), "output": "amp"}
+            for m, d, p in [("supervised", 0.5, sup), ("switch", 0.4688, semi)]]
+    # the same dataset from another protocol run must not be compared with this one's supervised row
+    rows += [{"dataset": "busi", "method": "supervised", "metrics": {"dice": 0.25}, "output": "fp32"},
+             {"dataset": "busi", "method": "switch", "metrics": {"dice": 0.5}, "output": "fp32"}]
+    quality.add_paired_gains(rows)
+    assert "paired_gain" in rows[1] and "paired_gain" not in rows[3]  # the fp32 rows have no run folders
+    text = quality.markdown_table(rows).splitlines()
+    assert text[0].endswith("| Dice gain | paired gain ± SE (n) |")
+    assert text[3] == f"| busi | switch | 0.4688 | -3.1 | +12.5 ± {100 * sd / math.sqrt(3):.1f} (3) |"
+    assert text[5] == "| busi | switch | 0.5000 | +25.0 | |"
+
+
 def test_finished_methods_are_read_back_not_retrained(tmp_path, monkeypatch):
     data = tmp_path / "prepared"
     data.mkdir()
