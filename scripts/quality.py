@@ -268,7 +268,7 @@ def run(
     iterations: float = 1.0,
     seed: int | None = None,
     amp: bool = True,
-    name: str | None = None,
+    name: str | Sequence[str] | None = None,
 ) -> dict:
     """Train and evaluate every method of ``protocol`` on a prepared dataset under the same budget.
 
@@ -301,7 +301,8 @@ def run(
     out = Path(output).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
     bundle = _copy_bundle(proto.bundle, out / "bundle")
-    dataset = name or data.name
+    # python-fire reads `--name "BUSI, fp32"` as a tuple and `--name 2024` as a number: the table wants the text
+    dataset = (", ".join(map(str, name)) if isinstance(name, (tuple, list)) else str(name)) if name else data.name
     rows = []
     for i, method in enumerate(chosen, 1):
         overrides = {**method_overrides(proto, method, iterations), "dataset_dir": str(data), "run_name": method,

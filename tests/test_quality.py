@@ -102,6 +102,8 @@ def test_finished_methods_are_read_back_not_retrained(tmp_path, monkeypatch):
     assert "| ddti | switch | 0.7000 |" in (out / "quality.md").read_text()
     assert (out / "bundle" / "configs" / "train.yaml").exists()  # the protocol runs in its own bundle copy
     assert "+10.0" in quality.table(str(out))
+    # python-fire hands `--name "DDTI, fp32"` over as a tuple: the table shows the text
+    assert quality.run("us2d", str(data), str(out), name=("ddti", "fp32"))["rows"][0]["dataset"] == "ddti, fp32"
 
 
 def test_bad_arguments_are_clear(tmp_path):
