@@ -29,6 +29,7 @@ Usage (from the repository root; ``scripts/prepare_data.py`` writes the prepared
     python scripts/quality.py run us2d --dataset_dir /data/ddti_prepared --output quality/ddti
     python scripts/quality.py run acdc --dataset_dir /data/acdc_prepared --output quality/acdc
     python scripts/quality.py table quality/ddti quality/busi quality/acdc quality/la    # one Markdown table
+    python scripts/quality.py compare quality/busi quality/busi_fp32    # two runs of one protocol, method by method
 
 ``run`` writes ``<output>/<method>/`` (the bundle copy's run folder with its evaluation), ``quality.json`` and
 ``quality.md``. Besides the difference of the summary Dice ("Dice gain"), the table gives the gain paired image by
@@ -394,10 +395,38 @@ def table(*outputs: str, save: str | None = None) -> str:
     return text
 
 
+def compare(output: str, base: str, save: str | None = None) -> str:
+    """Method by method, the Dice of one ``run`` output against another on the same test list (AMP against fp32,
+    one seed against another): both summary means, their difference, and the difference paired image by image
+    with its standard error (written to ``save`` if given)."""
+    results = []
+    for o in (output, base):
+        path = Path(o) / "quality.json"
+        if not path.is_file():
+            raise QualityError(f"{path} does not exist: run `python scripts/quality.py run ... --output {o}` first.")
+        results.append({r["method"]: r for r in json.loads(path.read_text())["rows"]})
+    shared = [m for m in results[0] if m in results[1]]
+    if not shared:
+        raise QualityError(f"{output} and {base} have no method in common.")
+    lines = [f"| method | Dice {output} | Dice {base} | difference | paired ± SE (n) |", "|---|---|---|---|---|"]
+    for m in shared:
+        a, b = results[0][m], results[1][m]
+        da, db = a["metrics"].get("dice", math.nan), b["metrics"].get("dice", math.nan)
+        g = paired_gain(Path(a.get("run_dir", "")), Path(b.get("run_dir", ""))) if a.get("run_dir") and b.get(
+            "run_dir") else None
+        paired = f"{100 * g['mean']:+.1f} ± {100 * g['se']:.1f} ({g['n']})" if g else ""
+        lines.append(f"| {m} | {da:.4f} | {db:.4f} | {100 * (da - db):+.1f} | {paired} |")
+    text = "\n".join(lines)
+    if save:
+        Path(save).write_text(text + "\n")
+    print(text)  # noqa: T201 - the table is this command's output
+    return text
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
-        fire.Fire({"run": run, "table": table}, serialize=lambda _: None)
+        fire.Fire({"run": run, "table": table, "compare": compare}, serialize=lambda _: None)
     except QualityError as e:
         logger.error("%s", e)
         sys.exit(2)

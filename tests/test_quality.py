@@ -84,6 +84,23 @@ def test_paired_gain_pairs_images_scored_by_both_runs(tmp_path):
     assert text[5] == "| busi | switch | 0.5000 | +25.0 | |"
 
 
+def test_compare_two_outputs_method_by_method(tmp_path):
+    outputs = {}
+    for name, dice in [("amp", {"a": 0.5, "b": 0.75}), ("fp32", {"a": 0.25, "b": 0.75})]:
+        out = tmp_path / name
+        _per_image(out / "bundle" / "runs" / "switch", dice)
+        out.joinpath("quality.json").write_text(json.dumps({"rows": [
+            {"dataset": "d", "method": "switch", "metrics": {"dice": sum(dice.values()) / 2},
+             "run_dir": str(out / "bundle" / "runs" / "switch")},
+            {"dataset": "d", "method": name, "metrics": {"dice": 0.1}}]}))
+        outputs[name] = str(out)
+    lines = quality.compare(outputs["amp"], outputs["fp32"]).splitlines()
+    assert len(lines) == 3  # only the method both outputs hold
+    assert lines[2] == "| switch | 0.6250 | 0.5000 | +12.5 | +12.5 ± 12.5 (2) |"  # diffs 0.25 and 0: sd 0.177
+    with pytest.raises(quality.QualityError, match="does not exist"):
+        quality.compare(outputs["amp"], str(tmp_path / "none"))
+
+
 def test_finished_methods_are_read_back_not_retrained(tmp_path, monkeypatch):
     data = tmp_path / "prepared"
     data.mkdir()
