@@ -17,7 +17,6 @@ Usage (from the repository root; ``{seed}`` is replaced by each seed)::
 from __future__ import annotations
 
 import json
-import logging
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,23 +24,23 @@ from pathlib import Path
 import fire
 import numpy as np
 
-logger = logging.getLogger("paired_runs")
 
-
-def read_scalars(run_dir: Path, tag: str) -> dict[int, float]:
-    """``step -> value`` of one TensorBoard scalar tag over all event files of ``run_dir``."""
+def read_scalars(run_dir: Path, *tags: str) -> dict[str, dict[int, float]]:
+    """``tag -> {step: value}`` of TensorBoard scalar tags over all event files of ``run_dir`` (read once)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     if not run_dir.is_dir():
         raise FileNotFoundError(f"no run folder {run_dir}")
     acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
     acc.Reload()
-    if tag not in acc.Tags()["scalars"]:
-        raise KeyError(f"{run_dir} has no TensorBoard scalar {tag!r} (it has {acc.Tags()['scalars']}).")
-    return {e.step: float(e.value) for e in acc.Scalars(tag)}
+    have = acc.Tags()["scalars"]
+    for tag in tags:
+        if tag not in have:
+            raise KeyError(f"{run_dir} has no TensorBoard scalar {tag!r} (it has {have}).")
+    return {tag: {e.step: float(e.value) for e in acc.Scalars(tag)} for tag in tags}
 
 
-def test_dice(run_dir: Path) -> float:
+def read_test_dice(run_dir: Path) -> float:
     """The test Dice of a finished run (``evaluation/metrics_summary.json``)."""
     metrics = json.loads((run_dir / "evaluation" / "metrics_summary.json").read_text())["metrics"]
     return float(metrics["dice"]["mean"])
@@ -72,28 +71,26 @@ def compare(pattern_a: str, pattern_b: str, seeds: str | Sequence[int], windows:
     lines = [f"A = {pattern_a}, B = {pattern_b}, seeds {seeds}", "", "| quantity | mean A | mean B | A - B | SE | A > B |",
              "|---|---|---|---|---|---|"]
 
-    def row(name: str, a: Sequence[float], b: Sequence[float], scale: float = 1.0) -> None:
+    def row(name: str, a: Sequence[float], b: Sequence[float]) -> None:
         mean, se, above = paired_stats([x - y for x, y in zip(a, b)])
-        lines.append(f"| {name} | {np.mean(a) * scale:.4f} | {np.mean(b) * scale:.4f} | {mean * scale:+.4f} | "
-                     f"{se * scale:.4f} | {above}/{len(a)} |")
+        lines.append(f"| {name} | {np.mean(a):.4f} | {np.mean(b):.4f} | {mean:+.4f} | {se:.4f} | {above}/{len(a)} |")
 
-    losses = [(read_scalars(a, loss_tag), read_scalars(b, loss_tag)) for a, b in runs]
+    scalars = [(read_scalars(a, loss_tag, val_tag), read_scalars(b, loss_tag, val_tag)) for a, b in runs]
+    losses = [(sa[loss_tag], sb[loss_tag]) for sa, sb in scalars]
     for lo, hi in zip(bounds[:-1], bounds[1:]):
         win = [([v for k, v in la.items() if lo < k <= hi], [v for k, v in lb.items() if lo < k <= hi]) for la, lb in losses]
         if any(not wa or not wb for wa, wb in win):
             lines.append(f"| {loss_tag}, iterations {lo + 1}-{hi} | (not in every run) | | | | |")
             continue
         row(f"{loss_tag}, iterations {lo + 1}-{hi}", [np.mean(wa) for wa, _ in win], [np.mean(wb) for _, wb in win])
-    vals = [(read_scalars(a, val_tag), read_scalars(b, val_tag)) for a, b in runs]
+    vals = [(sa[val_tag], sb[val_tag]) for sa, sb in scalars]
     for step in sorted(set.intersection(*(set(va) & set(vb) for va, vb in vals))):
         row(f"{val_tag}, step {step}", [va[step] for va, _ in vals], [vb[step] for _, vb in vals])
-    row("test Dice", [test_dice(a) for a, _ in runs], [test_dice(b) for _, b in runs])
+    row("test Dice", [read_test_dice(a) for a, _ in runs], [read_test_dice(b) for _, b in runs])
     report = "\n".join(lines)
     print(report)  # noqa: T201 - the report is this command's output
     return report
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO)
-    logging.getLogger("tensorboard").setLevel(logging.WARNING)  # one line per event file otherwise
     fire.Fire(compare, serialize=lambda _: None)

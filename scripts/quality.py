@@ -217,6 +217,17 @@ def paired_gain(run_dir: Path, base_dir: Path) -> dict | None:
     return {"mean": mean, "se": sd / math.sqrt(len(diffs)), "n": len(diffs)}
 
 
+def _row_paired_gain(row: Mapping, base: Mapping) -> dict | None:
+    """:func:`paired_gain` of two result rows (``None`` when either has no run folder)."""
+    if not row.get("run_dir") or not base.get("run_dir"):
+        return None
+    return paired_gain(Path(row["run_dir"]), Path(base["run_dir"]))
+
+
+def _format_paired(gain: Mapping | None) -> str:
+    return f"{100 * gain['mean']:+.1f} ± {100 * gain['se']:.1f} ({gain['n']})" if gain else ""
+
+
 def _baseline(rows: Sequence[Mapping], row: Mapping) -> Mapping | None:
     """The supervised-only row of ``row``'s dataset from the same protocol run (``output``), if any."""
     return next((s for s in rows if s["method"] == "supervised" and s["dataset"] == row["dataset"]
@@ -227,9 +238,9 @@ def add_paired_gains(rows: Sequence[dict]) -> None:
     """Set ``paired_gain`` (see :func:`paired_gain`) on every non-supervised row whose runs are still on disk."""
     for r in rows:
         base = _baseline(rows, r)
-        if base is None or r["method"] == "supervised" or not r.get("run_dir") or not base.get("run_dir"):
+        if base is None or r["method"] == "supervised":
             continue
-        gain = paired_gain(Path(r["run_dir"]), Path(base["run_dir"]))
+        gain = _row_paired_gain(r, base)
         if gain is not None:
             r["paired_gain"] = gain
 
@@ -255,8 +266,8 @@ def markdown_table(rows: Sequence[Mapping]) -> str:
             cells.append("" if math.isnan(v) else (f"{v:.4f}" if c.startswith(("dice", "iou")) else f"{v:.2f}"))
         line = f"| {r['dataset']} | {r['method']} | " + " | ".join(cells) + f" | {gain} |"
         if paired:
-            g = r.get("paired_gain")
-            line += f" {100 * g['mean']:+.1f} ± {100 * g['se']:.1f} ({g['n']}) |" if g else " |"
+            paired_cell = _format_paired(r.get("paired_gain"))
+            line += f" {paired_cell} |" if paired_cell else " |"
         lines.append(line)
     return "\n".join(lines)
 
@@ -378,15 +389,18 @@ def _warn_if_finer(datalist_path: Path, min_spacing_mm: float, protocol: str) ->
                        datalist_path.parent, finest, protocol, min_spacing_mm)
 
 
+def _read_rows(output: str) -> list[dict]:
+    """The result rows of a ``run`` output, each tagged with that output (``output``)."""
+    path = Path(output) / "quality.json"
+    if not path.is_file():
+        raise QualityError(f"{path} does not exist: run `python scripts/quality.py run ... --output {output}` first.")
+    return [{**r, "output": str(Path(output).expanduser().resolve())} for r in json.loads(path.read_text())["rows"]]
+
+
 def table(*outputs: str, save: str | None = None) -> str:
     """One Markdown table from the ``quality.json`` of several ``run`` outputs (written to ``save`` if given)."""
-    rows = []
-    for o in outputs:
-        path = Path(o) / "quality.json"
-        if not path.is_file():
-            raise QualityError(f"{path} does not exist: run `python scripts/quality.py run ... --output {o}` first.")
-        # each output's rows compare with that output's supervised-only row, even where dataset names repeat
-        rows += [{**r, "output": str(Path(o).expanduser().resolve())} for r in json.loads(path.read_text())["rows"]]
+    # each output's rows compare with that output's supervised-only row, even where dataset names repeat
+    rows = [r for o in outputs for r in _read_rows(o)]
     add_paired_gains(rows)
     text = markdown_table(rows)
     if save:
@@ -399,12 +413,7 @@ def compare(output: str, base: str, save: str | None = None) -> str:
     """Method by method, the Dice of one ``run`` output against another on the same test list (AMP against fp32,
     one seed against another): both summary means, their difference, and the difference paired image by image
     with its standard error (written to ``save`` if given)."""
-    results = []
-    for o in (output, base):
-        path = Path(o) / "quality.json"
-        if not path.is_file():
-            raise QualityError(f"{path} does not exist: run `python scripts/quality.py run ... --output {o}` first.")
-        results.append({r["method"]: r for r in json.loads(path.read_text())["rows"]})
+    results = [{r["method"]: r for r in _read_rows(o)} for o in (output, base)]
     shared = [m for m in results[0] if m in results[1]]
     if not shared:
         raise QualityError(f"{output} and {base} have no method in common.")
@@ -412,10 +421,7 @@ def compare(output: str, base: str, save: str | None = None) -> str:
     for m in shared:
         a, b = results[0][m], results[1][m]
         da, db = a["metrics"].get("dice", math.nan), b["metrics"].get("dice", math.nan)
-        g = paired_gain(Path(a.get("run_dir", "")), Path(b.get("run_dir", ""))) if a.get("run_dir") and b.get(
-            "run_dir") else None
-        paired = f"{100 * g['mean']:+.1f} ± {100 * g['se']:.1f} ({g['n']})" if g else ""
-        lines.append(f"| {m} | {da:.4f} | {db:.4f} | {100 * (da - db):+.1f} | {paired} |")
+        lines.append(f"| {m} | {da:.4f} | {db:.4f} | {100 * (da - db):+.1f} | {_format_paired(_row_paired_gain(a, b))} |")
     text = "\n".join(lines)
     if save:
         Path(save).write_text(text + "\n")

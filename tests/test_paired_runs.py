@@ -53,4 +53,4 @@ def test_missing_runs_and_bad_arguments_are_clear(tmp_path):
     with pytest.raises(ValueError, match="at least two seeds"):
         paired_runs.compare(str(tmp_path / "a{seed}"), str(tmp_path / "b{seed}"), "1")
     with pytest.raises(KeyError, match="no TensorBoard scalar 'loss'"):
-        paired_runs.read_scalars(tmp_path / "a1", "loss")
+        paired_runs.read_scalars(tmp_path / "a1", "train_loss", "loss")

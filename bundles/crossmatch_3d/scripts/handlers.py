@@ -2,7 +2,8 @@
 # SPDX-License-Identifier: Apache-2.0
 """Handlers of the CrossMatch bundle: final and best-validation weights, exact resume, progress with ETA.
 
-``ProgressLogger``, ``ResumeCheckpoint`` and ``atomic_save`` follow ``bundles/switch_us/scripts/handlers.py``
+``ProgressLogger``, ``ResumeCheckpoint``, ``WeightsLoader`` and ``atomic_save`` follow
+``bundles/switch_us/scripts/handlers.py``
 (a bundle is self-contained, so they are copied here).
 """
 
@@ -67,7 +68,6 @@ class WeightsLoader:
         network: the network (a DistributedDataParallel wrapper is looked through).
         map_location: passed to ``torch.load``.
         optional_prefixes: state-dict key prefixes that need not match.
-        name: ``load_path``'s config name, for the error messages.
     """
 
     def __init__(
@@ -76,13 +76,11 @@ class WeightsLoader:
         network: torch.nn.Module,
         map_location: str | torch.device | None = None,
         optional_prefixes: Sequence[str] = (),
-        name: str = "ckpt_path",
     ) -> None:
         self.load_path = Path(load_path)
         self.network = network
         self.map_location = map_location
         self.optional_prefixes = tuple(optional_prefixes)
-        self.name = name
         self.logger = logging.getLogger(__name__)
 
     def attach(self, engine: Engine) -> None:
@@ -96,18 +94,18 @@ class WeightsLoader:
         path = self.load_path
         if not path.is_file():
             raise FileNotFoundError(
-                f"no weights at {self.name} = {path}: train the bundle first, or pass the weights with "
-                f"--{self.name} /path/to/model.pt."
+                f"no weights at ckpt_path = {path}: train the bundle first, or pass the weights with "
+                "--ckpt_path /path/to/model.pt."
             )
         try:
             state = torch.load(path, map_location=self.map_location, weights_only=True)
         except Exception as e:
-            raise ValueError(f"{self.name} = {path} is not a readable PyTorch weights file ({e}).") from e
+            raise ValueError(f"ckpt_path = {path} is not a readable PyTorch weights file ({e}).") from e
         if isinstance(state, dict) and isinstance(state.get("model"), dict):
             state = state["model"]
         if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
             raise ValueError(
-                f"{self.name} = {path} holds no model weights: expected {{'model': state_dict}} or a state dict."
+                f"ckpt_path = {path} holds no model weights: expected {{'model': state_dict}} or a state dict."
             )
         net = _unwrap(self.network)
         own = net.state_dict()
@@ -120,7 +118,7 @@ class WeightsLoader:
                      for label, keys in (("missing", missing), ("unexpected", unexpected),
                                          ("shape mismatches (checkpoint vs network)", shapes)) if keys]
             raise ValueError(
-                f"the weights in {self.name} = {path} do not fit this config's {type(net).__name__}: "
+                f"the weights in ckpt_path = {path} do not fit this config's {type(net).__name__}: "
                 f"{'; '.join(parts)}. Load them with the configs they were trained with (the same method "
                 "overlay, num_classes and network sizes)."
             )

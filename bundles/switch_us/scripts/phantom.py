@@ -288,7 +288,7 @@ def generate_phantom_dataset(
     (out / "labels").mkdir(parents=True, exist_ok=True)
 
     lists: dict[str, list[dict[str, Any]]] = {}
-    kinds: dict[str, list[str]] = {}  # lesion kind per labelled image (the unlabelled split's stay unrecorded)
+    kinds: dict[str, list[str]] = {}  # lesion kind per image of each split but the unlabelled one
     for split_index, split in enumerate(_SPLITS):
         items = []
         for j in range(int(counts[split])):
