@@ -30,6 +30,7 @@ Usage (from the repository root; ``scripts/prepare_data.py`` writes the prepared
     python scripts/quality.py run acdc --dataset_dir /data/acdc_prepared --output quality/acdc
     python scripts/quality.py table quality/ddti quality/busi quality/acdc quality/la    # one Markdown table
     python scripts/quality.py compare quality/busi quality/busi_fp32    # two runs of one protocol, method by method
+    python scripts/quality.py seeds quality/busi quality/busi_s2     # one protocol over seeds: the training spread
 
 ``run`` writes ``<output>/<method>/`` (the bundle copy's run folder with its evaluation), ``quality.json`` and
 ``quality.md``. Besides the difference of the summary Dice ("Dice gain"), the table gives the gain paired image by
@@ -429,10 +430,52 @@ def compare(output: str, base: str, save: str | None = None) -> str:
     return text
 
 
+def _mean_sd(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (NaN for fewer than two values)."""
+    mean = sum(values) / len(values)
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else math.nan
+    return mean, sd
+
+
+def seeds(*outputs: str, save: str | None = None) -> str:
+    """Repeated runs of one protocol (one ``run`` output per seed): the spread that training adds.
+
+    The paired standard error of ``table`` and ``compare`` holds the models fixed and only says how well the test
+    set measures them; another seed trains other models. Per method this lists the Dice of every output, their
+    mean and standard deviation over the outputs, and (methods other than supervised-only) the gain over each
+    output's own supervised-only row with its mean and standard error over the outputs (written to ``save`` if
+    given).
+    """
+    if len(outputs) < 2:
+        raise QualityError(f"seeds needs the outputs of at least two runs of one protocol, got {len(outputs)}.")
+    results = [{r["method"]: r["metrics"].get("dice", math.nan) for r in _read_rows(o)} for o in outputs]
+    methods = [m for m in results[0] if all(m in r for r in results)]
+    if not methods:
+        raise QualityError(f"{', '.join(outputs)} have no method in common.")
+    n = len(outputs)
+    lines = [f"| method | Dice of each of the {n} runs | mean | SD | gain of each run | mean gain ± SE |",
+             "|---|---|---|---|---|---|"]
+    for m in methods:
+        dice = [r[m] for r in results]
+        mean, sd = _mean_sd(dice)
+        gain_cells = ["", ""]
+        if m != "supervised" and "supervised" in methods:
+            gains = [100 * (r[m] - r["supervised"]) for r in results]
+            g_mean, g_sd = _mean_sd(gains)
+            gain_cells = [", ".join(f"{g:+.1f}" for g in gains), f"{g_mean:+.1f} ± {g_sd / math.sqrt(n):.1f}"]
+        lines.append(f"| {m} | {', '.join(f'{d:.4f}' for d in dice)} | {mean:.4f} | {100 * sd:.1f} | "
+                     + " | ".join(gain_cells) + " |")
+    text = "\n".join(lines)
+    if save:
+        Path(save).write_text(text + "\n")
+    print(text)  # noqa: T201 - the table is this command's output
+    return text
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
-        fire.Fire({"run": run, "table": table, "compare": compare}, serialize=lambda _: None)
+        fire.Fire({"run": run, "table": table, "compare": compare, "seeds": seeds}, serialize=lambda _: None)
     except QualityError as e:
         logger.error("%s", e)
         sys.exit(2)

@@ -101,6 +101,28 @@ def test_compare_two_outputs_method_by_method(tmp_path):
         quality.compare(outputs["amp"], str(tmp_path / "none"))
 
 
+def test_seeds_spread_over_runs(tmp_path):
+    outputs = []
+    for i, (sup, semi) in enumerate([(0.5, 0.625), (0.75, 0.75), (0.25, 0.5)]):
+        out = tmp_path / f"seed{i}"
+        out.mkdir()
+        out.joinpath("quality.json").write_text(json.dumps({"rows": [
+            {"dataset": "d", "method": "supervised", "metrics": {"dice": sup}},
+            {"dataset": "d", "method": "switch", "metrics": {"dice": semi}},
+            {"dataset": "d", "method": f"only_in_{i}", "metrics": {"dice": 0.1}}]}))
+        outputs.append(str(out))
+    lines = quality.seeds(*outputs, save=str(tmp_path / "seeds.md")).splitlines()
+    assert len(lines) == 4  # the methods every output holds
+    # supervised 0.5, 0.75, 0.25: mean 0.5, SD 0.25; gains +12.5, 0, +25: mean 12.5, SD 12.5, SE 12.5 / sqrt(3)
+    assert lines[2] == "| supervised | 0.5000, 0.7500, 0.2500 | 0.5000 | 25.0 |  |  |"
+    assert lines[3] == f"| switch | 0.6250, 0.7500, 0.5000 | 0.6250 | 12.5 | +12.5, +0.0, +25.0 | +12.5 ± {12.5 / math.sqrt(3):.1f} |"
+    assert (tmp_path / "seeds.md").read_text().splitlines() == lines
+    with pytest.raises(quality.QualityError, match="at least two"):
+        quality.seeds(outputs[0])
+    with pytest.raises(quality.QualityError, match="does not exist"):
+        quality.seeds(outputs[0], str(tmp_path / "none"))
+
+
 def test_finished_methods_are_read_back_not_retrained(tmp_path, monkeypatch):
     data = tmp_path / "prepared"
     data.mkdir()
