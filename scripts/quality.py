@@ -48,6 +48,7 @@ import logging
 import math
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -213,9 +214,7 @@ def paired_gain(run_dir: Path, base_dir: Path) -> dict | None:
     diffs = [run[k] - base[k] for k in run if k in base and math.isfinite(run[k]) and math.isfinite(base[k])]
     if len(diffs) < 2:
         return None
-    mean = sum(diffs) / len(diffs)
-    sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1))
-    return {"mean": mean, "se": sd / math.sqrt(len(diffs)), "n": len(diffs)}
+    return {"mean": statistics.fmean(diffs), "se": statistics.stdev(diffs) / math.sqrt(len(diffs)), "n": len(diffs)}
 
 
 def _row_paired_gain(row: Mapping, base: Mapping) -> dict | None:
@@ -398,16 +397,20 @@ def _read_rows(output: str) -> list[dict]:
     return [{**r, "output": str(Path(output).expanduser().resolve())} for r in json.loads(path.read_text())["rows"]]
 
 
+def _emit(text: str, save: str | None) -> str:
+    """Print a command's table (its output) and write it to ``save`` if given."""
+    if save:
+        Path(save).write_text(text + "\n")
+    print(text)  # noqa: T201 - the table is this command's output
+    return text
+
+
 def table(*outputs: str, save: str | None = None) -> str:
     """One Markdown table from the ``quality.json`` of several ``run`` outputs (written to ``save`` if given)."""
     # each output's rows compare with that output's supervised-only row, even where dataset names repeat
     rows = [r for o in outputs for r in _read_rows(o)]
     add_paired_gains(rows)
-    text = markdown_table(rows)
-    if save:
-        Path(save).write_text(text + "\n")
-    print(text)  # noqa: T201 - the table is this command's output
-    return text
+    return _emit(markdown_table(rows), save)
 
 
 def compare(output: str, base: str, save: str | None = None) -> str:
@@ -423,18 +426,7 @@ def compare(output: str, base: str, save: str | None = None) -> str:
         a, b = results[0][m], results[1][m]
         da, db = a["metrics"].get("dice", math.nan), b["metrics"].get("dice", math.nan)
         lines.append(f"| {m} | {da:.4f} | {db:.4f} | {100 * (da - db):+.1f} | {_format_paired(_row_paired_gain(a, b))} |")
-    text = "\n".join(lines)
-    if save:
-        Path(save).write_text(text + "\n")
-    print(text)  # noqa: T201 - the table is this command's output
-    return text
-
-
-def _mean_sd(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (NaN for fewer than two values)."""
-    mean = sum(values) / len(values)
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else math.nan
-    return mean, sd
+    return _emit("\n".join(lines), save)
 
 
 def seeds(*outputs: str, save: str | None = None) -> str:
@@ -457,19 +449,14 @@ def seeds(*outputs: str, save: str | None = None) -> str:
              "|---|---|---|---|---|---|"]
     for m in methods:
         dice = [r[m] for r in results]
-        mean, sd = _mean_sd(dice)
         gain_cells = ["", ""]
         if m != "supervised" and "supervised" in methods:
             gains = [100 * (r[m] - r["supervised"]) for r in results]
-            g_mean, g_sd = _mean_sd(gains)
-            gain_cells = [", ".join(f"{g:+.1f}" for g in gains), f"{g_mean:+.1f} ± {g_sd / math.sqrt(n):.1f}"]
-        lines.append(f"| {m} | {', '.join(f'{d:.4f}' for d in dice)} | {mean:.4f} | {100 * sd:.1f} | "
-                     + " | ".join(gain_cells) + " |")
-    text = "\n".join(lines)
-    if save:
-        Path(save).write_text(text + "\n")
-    print(text)  # noqa: T201 - the table is this command's output
-    return text
+            gain_cells = [", ".join(f"{g:+.1f}" for g in gains),
+                          f"{statistics.fmean(gains):+.1f} ± {statistics.stdev(gains) / math.sqrt(n):.1f}"]
+        lines.append(f"| {m} | {', '.join(f'{d:.4f}' for d in dice)} | {statistics.fmean(dice):.4f} | "
+                     f"{100 * statistics.stdev(dice):.1f} | " + " | ".join(gain_cells) + " |")
+    return _emit("\n".join(lines), save)
 
 
 def main() -> None:
