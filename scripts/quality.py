@@ -31,6 +31,7 @@ Usage (from the repository root; ``scripts/prepare_data.py`` writes the prepared
     python scripts/quality.py table quality/ddti quality/busi quality/acdc quality/la    # one Markdown table
     python scripts/quality.py compare quality/busi quality/busi_fp32    # two runs of one protocol, method by method
     python scripts/quality.py seeds quality/busi quality/busi_s2     # one protocol over seeds: the training spread
+    python scripts/quality.py seeds quality/busi quality/busi_s2 --against quality/busi_fp32,quality/busi_s2_fp32
 
 ``run`` writes ``<output>/<method>/`` (the bundle copy's run folder with its evaluation), ``quality.json`` and
 ``quality.md``. Besides the difference of the summary Dice ("Dice gain"), the table gives the gain paired image by
@@ -305,8 +306,7 @@ def run(
         raise QualityError(f"{data} holds no datalist.json: prepare it with scripts/prepare_data.py first.")
     if proto.min_spacing_mm is not None:
         _warn_if_finer(data / "datalist.json", proto.min_spacing_mm, protocol)
-    chosen = list(proto.methods) if methods is None else (
-        [m.strip() for m in methods.split(",") if m.strip()] if isinstance(methods, str) else list(methods))
+    chosen = list(proto.methods) if methods is None else _as_list(methods)
     unknown = [m for m in chosen if m not in proto.methods]
     if unknown or not chosen:
         raise QualityError(f"unknown method(s) {unknown} for {protocol}; choose from {list(proto.methods)}.")
@@ -429,21 +429,43 @@ def compare(output: str, base: str, save: str | None = None) -> str:
     return _emit("\n".join(lines), save)
 
 
-def seeds(*outputs: str, save: str | None = None) -> str:
+def _as_list(value: str | Sequence[str] | None) -> list[str]:
+    """A command-line list: comma-separated text or a sequence (python-fire hands over either)."""
+    if value is None:
+        return []
+    return [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else [str(v) for v in value]
+
+
+def _mean_se(values: Sequence[float]) -> str:
+    """``mean ± standard error`` of per-run values in Dice points."""
+    return f"{statistics.fmean(values):+.1f} ± {statistics.stdev(values) / math.sqrt(len(values)):.1f}"
+
+
+def seeds(*outputs: str, against: str | Sequence[str] | None = None, save: str | None = None) -> str:
     """Repeated runs of one protocol (one ``run`` output per seed): the spread that training adds.
 
     The paired standard error of ``table`` and ``compare`` holds the models fixed and only says how well the test
     set measures them; another seed trains other models. Per method this lists the Dice of every output, their
     mean and standard deviation over the outputs, and (methods other than supervised-only) the gain over each
-    output's own supervised-only row with its mean and standard error over the outputs (written to ``save`` if
-    given).
+    output's own supervised-only row with its mean and standard error over the outputs.
+
+    With ``against`` (as many outputs, in the same seed order, of another setting such as ``--amp False``) a
+    second table pairs the runs seed by seed: per method, each seed's Dice difference (``outputs`` minus
+    ``against``), their mean and standard error over seeds, and in how many seeds ``outputs`` is lower. This is the
+    test of a setting that changes no arithmetic on purpose (mixed precision): it is judged against the training
+    spread, not against one pair of runs. Both tables are written to ``save`` if given.
     """
     if len(outputs) < 2:
         raise QualityError(f"seeds needs the outputs of at least two runs of one protocol, got {len(outputs)}.")
+    others = _as_list(against)
+    if others and len(others) != len(outputs):
+        raise QualityError(f"--against needs one output per seed in the same order: {len(outputs)} outputs, "
+                           f"{len(others)} to compare against.")
     results = [{r["method"]: r["metrics"].get("dice", math.nan) for r in _read_rows(o)} for o in outputs]
-    methods = [m for m in results[0] if all(m in r for r in results)]
+    base = [{r["method"]: r["metrics"].get("dice", math.nan) for r in _read_rows(o)} for o in others]
+    methods = [m for m in results[0] if all(m in r for r in results + base)]
     if not methods:
-        raise QualityError(f"{', '.join(outputs)} have no method in common.")
+        raise QualityError(f"{', '.join([*outputs, *others])} have no method in common.")
     n = len(outputs)
     lines = [f"| method | Dice of each of the {n} runs | mean | SD | gain of each run | mean gain ± SE |",
              "|---|---|---|---|---|---|"]
@@ -452,10 +474,17 @@ def seeds(*outputs: str, save: str | None = None) -> str:
         gain_cells = ["", ""]
         if m != "supervised" and "supervised" in methods:
             gains = [100 * (r[m] - r["supervised"]) for r in results]
-            gain_cells = [", ".join(f"{g:+.1f}" for g in gains),
-                          f"{statistics.fmean(gains):+.1f} ± {statistics.stdev(gains) / math.sqrt(n):.1f}"]
+            gain_cells = [", ".join(f"{g:+.1f}" for g in gains), _mean_se(gains)]
         lines.append(f"| {m} | {', '.join(f'{d:.4f}' for d in dice)} | {statistics.fmean(dice):.4f} | "
                      f"{100 * statistics.stdev(dice):.1f} | " + " | ".join(gain_cells) + " |")
+    if base:
+        lines += ["", f"| method | Dice of the {n} runs against | difference of each seed | mean ± SE | seeds lower |",
+                  "|---|---|---|---|---|"]
+        for m in methods:
+            diffs = [100 * (r[m] - b[m]) for r, b in zip(results, base)]
+            lines.append(f"| {m} | {', '.join(f'{b[m]:.4f}' for b in base)} | "
+                         f"{', '.join(f'{d:+.1f}' for d in diffs)} | {_mean_se(diffs)} | "
+                         f"{sum(d < 0 for d in diffs)} of {n} |")
     return _emit("\n".join(lines), save)
 
 

@@ -123,6 +123,28 @@ def test_seeds_spread_over_runs(tmp_path):
         quality.seeds(outputs[0], str(tmp_path / "none"))
 
 
+def test_seeds_against_pairs_runs_seed_by_seed(tmp_path):
+    def output(name, sup, semi):
+        out = tmp_path / name
+        out.mkdir()
+        out.joinpath("quality.json").write_text(json.dumps({"rows": [
+            {"dataset": "d", "method": "supervised", "metrics": {"dice": sup}},
+            {"dataset": "d", "method": "switch", "metrics": {"dice": semi}}]}))
+        return str(out)
+
+    amp = [output("amp1", 0.5, 0.625), output("amp2", 0.75, 0.5)]
+    fp32 = [output("fp1", 0.25, 0.75), output("fp2", 0.75, 0.625)]
+    # python-fire hands `--against a,b` over as text or as a tuple: both pair the same way
+    for against in (",".join(fp32), tuple(fp32)):
+        lines = quality.seeds(*amp, against=against).splitlines()
+        assert lines[4] == ""
+        # supervised: +25, 0 -> mean 12.5, SD 17.68, SE 12.5; switch: -12.5, -12.5 -> SE 0
+        assert lines[7] == "| supervised | 0.2500, 0.7500 | +25.0, +0.0 | +12.5 ± 12.5 | 0 of 2 |"
+        assert lines[8] == "| switch | 0.7500, 0.6250 | -12.5, -12.5 | -12.5 ± 0.0 | 2 of 2 |"
+    with pytest.raises(quality.QualityError, match="one output per seed"):
+        quality.seeds(*amp, against=fp32[0])
+
+
 def test_finished_methods_are_read_back_not_retrained(tmp_path, monkeypatch):
     data = tmp_path / "prepared"
     data.mkdir()
