@@ -14,7 +14,8 @@ Usage (from the repository root)::
     python benchmarks/selftrain_from_weights.py bundles/switch_us/runs/demo/models/model_pretrain.pt \\
         --variant fp32 --seed 3 --workdir /tmp/selftrain_probe
 
-Prints the test Dice; the run folder is ``<workdir>/switch_us/runs/selftrain_<variant>_s<seed>``.
+``--dataset_dir /tmp/qd/busi`` runs it on prepared real data (the quality protocol's ``us2d`` budget is the demo
+overlay's). Prints the test Dice; the run folder is ``<workdir>/switch_us/runs/selftrain_<variant>_s<seed>``.
 """
 
 from __future__ import annotations
@@ -33,13 +34,24 @@ REPO = Path(__file__).resolve().parents[1]
 VARIANTS = ("amp", "fp32")
 
 
-def main(weights: str, variant: str = "amp", seed: int = 1, workdir: str = "/tmp/selftrain_probe") -> None:
-    """Self-train the Switch demo from ``weights`` with ``variant`` and print the test Dice."""
+def main(
+    weights: str,
+    variant: str = "amp",
+    seed: int = 1,
+    workdir: str = "/tmp/selftrain_probe",
+    dataset_dir: str | None = None,
+) -> None:
+    """Self-train the Switch demo from ``weights`` with ``variant`` and print the test Dice.
+
+    ``dataset_dir``: a folder of ``scripts/prepare_data.py`` (default: the demo's phantoms), e.g. the BUSI data
+    of the quality protocol, whose ``us2d`` budget is the demo overlay's.
+    """
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
     weights_path = Path(weights).resolve()
     if not weights_path.is_file():
         raise FileNotFoundError(f"no weights at {weights_path}")
+    data = None if dataset_dir is None else str(Path(dataset_dir).expanduser().resolve())
     logging.basicConfig(level=logging.INFO)
     bundle = Path(workdir) / "switch_us"
     if not bundle.is_dir():
@@ -56,6 +68,8 @@ def main(weights: str, variant: str = "amp", seed: int = 1, workdir: str = "/tmp
     lr = parser["learning_rate"] * parser["selftrain_lr_scale"]
     parser.update({"bundle_root": ".", "run_name": name, "seed": seed, "amp": variant != "fp32",
                    "pretrain_iterations": 0, "learning_rate": lr})
+    if data is not None:
+        parser["dataset_dir"] = data
     parser.get_parsed_content("initialize")
     network = parser.get_parsed_content("network")
     network.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True)["model"])
