@@ -82,7 +82,22 @@ def resolve_amp_dtype(
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if device.type == "cpu" and cpu_supports_bf16():
         return torch.bfloat16
+    _warn_amp_unavailable(device.type)
     return None
+
+
+@functools.cache
+def _warn_amp_unavailable(device_type: str) -> None:
+    """Say once per device type that ``amp`` was asked for but the run is fp32 (results differ from bf16 runs)."""
+    reason = (
+        "this CPU has no native bfloat16 (AVX512-BF16 or AMX)"
+        if device_type == "cpu"
+        else f"the bundle has no mixed-precision rule for {device_type}"
+    )
+    logger.warning(
+        f"amp is on but {reason}: running in fp32 on {device_type} (bf16 emulation would be slower); "
+        "`--amp False` makes this explicit."
+    )
 
 
 @contextlib.contextmanager
