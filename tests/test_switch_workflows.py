@@ -104,6 +104,7 @@ def test_mlflow_tracking(tmp_path):
     assert any(r.data.params for r in runs)
 
 
+@pytest.mark.extended
 @pytest.mark.realdata
 @pytest.mark.parametrize("source", ["busi", "ddti", "hc18"])
 def test_real_data_workflows(tmp_path, shared_data, source):
@@ -121,6 +122,7 @@ def test_real_data_workflows(tmp_path, shared_data, source):
     assert len(list((b / "predictions" / "inference").glob("*_seg.png"))) == 2
 
 
+@pytest.mark.extended
 def test_sigkill_then_same_command_resumes_to_the_same_weights(tmp_path):
     import torch
 
