@@ -83,15 +83,10 @@ def resolve_amp_dtype(device: torch.device | str, amp: bool = True, dtype: str |
 
 @functools.cache
 def _warn_amp_unavailable(device_type: str) -> None:
-    """Say once per device type that ``amp`` was asked for but the run is fp32 (results differ from bf16 runs)."""
-    reason = (
-        "this CPU has no native bfloat16 (AVX512-BF16 or AMX)"
-        if device_type == "cpu"
-        else f"the bundle has no mixed-precision rule for {device_type}"
-    )
+    """Say once per device type that ``amp`` was asked for but the run is fp32 (reached only off CUDA)."""
     logger.warning(
-        f"amp is on but {reason}: running in fp32 on {device_type} (bf16 emulation would be slower); "
-        "`--amp False` makes this explicit."
+        f"amp is on but {device_type} has no native bfloat16 here (a CPU needs AVX512-BF16 or AMX): running in "
+        "fp32; `--amp False` makes this explicit."
     )
 
 
