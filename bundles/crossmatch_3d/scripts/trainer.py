@@ -15,7 +15,7 @@ reference. By default the teacher flows (the unperturbed ``U`` rows and the no-g
 network's built-in dropout (``teacher_dropout=False``, ALGORITHMS.md 2.6.3); ``teacher_dropout=True`` reproduces the
 reference, where that dropout is active in every train-mode forward.
 
-Mixed precision is device aware (bf16 autocast on CPUs with native bf16, bf16/fp16 on CUDA with a grad scaler for fp16);
+Mixed precision is device aware (bf16 autocast on CPUs with native bf16, bf16/fp16 on CUDA; fp16 trains with a grad scaler);
 the network and inputs can use the channels-last memory format (``channels_last_3d`` for volumes).
 """
 
@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from monai.data import MetaTensor, decollate_batch
-from monai.engines import Trainer
+from monai.engines import Trainer, Workflow
 from monai.engines.utils import IterationEvents
 from monai.utils import IgniteInfo, min_version, optional_import
 from monai.utils.enums import CommonKeys as Keys
@@ -181,11 +181,8 @@ class _BaseTrainer(Trainer):
         self.amp_dtype = resolve_amp_dtype(self.state.device, amp, amp_dtype)
         self.amp = self.amp_dtype is not None
         self.channels_last = resolve_channels_last(channels_last, self.amp_dtype)
-        self.scaler = (
-            torch.amp.GradScaler("cuda")
-            if self.amp_dtype == torch.float16 and torch.device(device).type == "cuda"
-            else None
-        )
+        # fp16 (CUDA without bf16, or asked for with amp_dtype) scales the loss against gradient underflow
+        self.scaler = torch.amp.GradScaler(torch.device(device).type) if self.amp_dtype == torch.float16 else None
         self._net = getattr(network, "module", network)  # the model inside a DDP wrapper (encode/decode/forward_fp)
         self._spatial_dims = spatial_dims(self._net)
         network_to_memory_format(self.network, self.channels_last)
@@ -215,6 +212,14 @@ class _BaseTrainer(Trainer):
                 f"(input {tuple(spatial)}); training in fp32. Use crops whose first size is not 32-35 (e.g. 48) for AMP."
             )
             self.amp_dtype, self.amp = None, False
+
+    def run(self) -> None:
+        """Run the training, with this trainer's own loss scaler.
+
+        :meth:`monai.engines.Trainer.run` would replace ``scaler`` with a CUDA fp16 ``GradScaler`` whenever ``amp``
+        is set: bf16 runs would be loss-scaled for nothing, and every CPU run would warn that CUDA is unavailable.
+        """
+        Workflow.run(self)
 
     def parse_batch(self, batch: dict) -> dict[str, torch.Tensor]:
         """Move the image streams to the device; labels become ``(B, *spatial)`` long tensors."""

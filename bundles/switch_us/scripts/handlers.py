@@ -397,11 +397,11 @@ class ResumeCheckpoint:
 
     Every ``interval`` epochs, and when the run completes, it writes ``<save_dir>/checkpoint.pt`` holding the
     state of every object of ``save_dict`` (student, teacher, optimiser, LR scheduler, data stream, stage
-    bookkeeping...), the engine's epoch and iteration, and the random number generators (torch, CUDA, numpy,
-    Python). The file is written to a temporary name and renamed, so a crash while saving leaves the previous
-    checkpoint intact. When the run starts and the file exists (an interrupted run started again with the
-    same command), everything is restored and training continues from there, giving the same weights as an
-    uninterrupted run.
+    bookkeeping...), the engine's epoch and iteration, its fp16 loss scaler if it has one, and the random number
+    generators (torch, CUDA, numpy, Python). The file is written to a temporary name and renamed, so a crash
+    while saving leaves the previous checkpoint intact. When the run starts and the file exists (an interrupted
+    run started again with the same command), everything is restored and training continues from there, giving
+    the same weights as an uninterrupted run.
 
     Attach it first, so the other handlers see the restored state.
 
@@ -433,6 +433,9 @@ class ResumeCheckpoint:
             return
         state = {k: v.state_dict() for k, v in self.save_dict.items()}
         state["engine"] = {"epoch": engine.state.epoch, "iteration": engine.state.iteration}
+        scaler = getattr(engine, "scaler", None)  # fp16 loss scale: resuming at 2**16 would skip steps anew
+        if scaler is not None:
+            state["grad_scaler"] = scaler.state_dict()
         state["rng"] = {
             "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
@@ -455,6 +458,9 @@ class ResumeCheckpoint:
                 obj.load_state_dict(state[k])
         engine.state.epoch = int(state["engine"]["epoch"])
         engine.state.iteration = int(state["engine"]["iteration"])
+        scaler = getattr(engine, "scaler", None)
+        if scaler is not None and "grad_scaler" in state:
+            scaler.load_state_dict(state["grad_scaler"])
         rng = state["rng"]
         torch.set_rng_state(rng["torch"])
         if rng["cuda"] and torch.cuda.is_available():

@@ -10,8 +10,9 @@ Between them the trainer fires :attr:`StageEvents.PRETRAIN_COMPLETED` (the best 
 restored by :class:`scripts.handlers.StageCheckpoint`) and :attr:`StageEvents.SELFTRAIN_STARTED` (the
 teacher is initialised by :class:`scripts.handlers.EMATeacher`).
 
-Mixed precision is device aware (bf16 autocast on CPUs with native bf16, bf16/fp16 on CUDA, with a grad
-scaler for fp16) and the network and inputs can use the channels-last memory format.
+Mixed precision is device aware (bf16 autocast on CPUs with native bf16, bf16/fp16 on CUDA; fp16, on CUDA or
+asked for with ``amp_dtype``, trains with a grad scaler) and the network and inputs can use the channels-last
+memory format.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 from monai.data import MetaTensor, decollate_batch
-from monai.engines import Trainer
+from monai.engines import Trainer, Workflow
 from monai.engines.utils import IterationEvents
 from monai.utils import IgniteInfo, min_version, optional_import
 from monai.utils.enums import CommonKeys as Keys
@@ -166,11 +167,8 @@ class SemiSupervisedTrainer(Trainer):
         self.channels_last = bool(channels_last)
         self.amp_dtype = resolve_amp_dtype(self.state.device, amp, amp_dtype)
         self.amp = self.amp_dtype is not None
-        self.scaler = (
-            torch.amp.GradScaler("cuda")
-            if self.amp_dtype == torch.float16 and torch.device(device).type == "cuda"
-            else None
-        )
+        # fp16 (CUDA without bf16, or asked for with amp_dtype) scales the loss against gradient underflow
+        self.scaler = torch.amp.GradScaler(torch.device(device).type) if self.amp_dtype == torch.float16 else None
         if self.channels_last:
             self.network.to(memory_format=torch.channels_last)
         self._world = torch.distributed.get_world_size() if _distributed() else 1
@@ -186,6 +184,14 @@ class SemiSupervisedTrainer(Trainer):
 
     def _to(self, x: torch.Tensor) -> torch.Tensor:
         return to_memory_format(x.to(self.state.device, non_blocking=self.non_blocking), self.channels_last)
+
+    def run(self) -> None:
+        """Run the training, with this trainer's own loss scaler.
+
+        :meth:`monai.engines.Trainer.run` would replace ``scaler`` with a CUDA fp16 ``GradScaler`` whenever ``amp``
+        is set: bf16 runs would be loss-scaled for nothing, and every CPU run would warn that CUDA is unavailable.
+        """
+        Workflow.run(self)
 
     def parse_batch(self, batch: dict) -> dict[str, torch.Tensor]:
         """Move a two-stream batch to the device; labels become ``(B, H, W)`` long tensors."""
