@@ -369,6 +369,11 @@ def _order(record: dict) -> tuple:
     return w, record["setting"] != "published", record["precision"] != "amp", record["device"]
 
 
+def format_seconds(value: float) -> str:
+    """Two decimals, or two significant digits below 0.1 s (GPU steps take milliseconds)."""
+    return f"{value:.2f}" if value >= 0.1 else f"{value:.2g}"
+
+
 def to_markdown(records: list[dict], meta: dict) -> str:
     """A Markdown table of benchmark records."""
     lines = [
@@ -383,8 +388,9 @@ def to_markdown(records: list[dict], meta: dict) -> str:
         prec = r["precision"] + (f" ({r['amp_dtype'].replace('torch.', '')})" if r.get("amp_dtype") not in (None, "None") else "")
         mark = "" if r.get("keep_freed_memory", False) else " *"
         plain_allocator |= bool(mark)
-        lines.append(f"| {r['description']} | {r['setting']} | {shape} | {prec} | {r['median_s']:.2f} {r['unit']}{mark} | "
-                     f"{r['peak_memory_mb'] / 1024:.2f} GB |")
+        gpu = " (GPU)" if str(r.get("device", "cpu")).startswith("cuda") else ""
+        lines.append(f"| {r['description']} | {r['setting']} | {shape} | {prec} | {format_seconds(r['median_s'])} "
+                     f"{r['unit']}{mark} | {r['peak_memory_mb'] / 1024:.2f} GB{gpu} |")
     if plain_allocator:
         lines += ["", "\\* measured with glibc's default allocator behaviour (`--keep_freed_memory False`, or before the "
                   "bundles kept freed memory), where each iteration faults its memory in again."]

@@ -152,7 +152,9 @@ def _run_method(bundle: Path, configs: Sequence[str], overrides: Mapping[str, st
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", config_arg]
     for k, v in overrides.items():
         cmd += [f"--{k}", v]
-    env = {**os.environ, "PYTHONPATH": str(bundle), "PYTHONUNBUFFERED": "1"}
+    # the bundle first, then whatever the caller's PYTHONPATH already holds (packages installed outside the venv)
+    path = os.pathsep.join(p for p in (str(bundle), os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1"}
     logger.info("running: %s (log: %s)", " ".join(cmd), log_file)
     with open(log_file, "w") as log:
         proc = subprocess.run(cmd, cwd=bundle, env=env, stdout=log, stderr=subprocess.STDOUT)

@@ -29,10 +29,14 @@ def test_measure_and_table():
     text = benchmark.to_markdown([rec], {"machine": "test cpu", "threads": 1, "date": "2026-12-01"})
     assert "Measured on test cpu with 1 threads" in text
     # a measurement without the bundles' allocator setting is marked as such
-    assert f"| 2D inference per image | demo | batch 1, size 128 | fp32 | {rec['median_s']:.2f} s/image * |" in text
+    assert f"| 2D inference per image | demo | batch 1, size 128 | fp32 | {benchmark.format_seconds(rec['median_s'])} s/image * |" in text
     assert "default allocator behaviour" in text
     text = benchmark.to_markdown([{**rec, "keep_freed_memory": True}], {"machine": "m", "threads": 1, "date": "d"})
-    assert f"| fp32 | {rec['median_s']:.2f} s/image |" in text and "allocator" not in text
+    assert f"| fp32 | {benchmark.format_seconds(rec['median_s'])} s/image |" in text and "allocator" not in text
+    # GPU steps take milliseconds: two significant digits below 0.1 s; GPU memory is labelled as such
+    assert [benchmark.format_seconds(v) for v in (2.284, 0.1, 0.0767, 0.0047)] == ["2.28", "0.10", "0.077", "0.0047"]
+    gpu = {**rec, "device": "cuda:0", "median_s": 0.0034, "peak_memory_mb": 41.0, "keep_freed_memory": True}
+    assert "| fp32 | 0.0034 s/image | 0.04 GB (GPU) |" in benchmark.to_markdown([gpu], {"machine": "m", "threads": 1, "date": "d"})
 
 
 def test_profile_writes_the_operator_table(tmp_path):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import os
 import subprocess
 import sys
 
@@ -229,3 +230,20 @@ def test_tiny_protocol_runs_end_to_end(tmp_path):
     other = subprocess.run([*base, "--iterations", "0.008"], capture_output=True, text=True, timeout=300)
     assert other.returncode == 2 and "with other settings (selftrain_iterations '6' -> '11')" in other.stderr
     assert "Traceback" not in other.stderr
+
+
+def test_method_runs_keep_the_callers_pythonpath(tmp_path, monkeypatch):
+    """The bundle goes first on the run's PYTHONPATH; packages the caller put on PYTHONPATH stay importable."""
+    seen = {}
+
+    def fake_run(cmd, cwd, env, stdout, stderr):
+        seen.update(cwd=cwd, path=env["PYTHONPATH"].split(os.pathsep))
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.setattr(quality.subprocess, "run", fake_run)
+    monkeypatch.setenv("PYTHONPATH", "/opt/site-a")
+    quality._run_method(tmp_path, ["configs/train.yaml"], {"seed": "1"}, tmp_path / "run.log")
+    assert seen == {"cwd": tmp_path, "path": [str(tmp_path), "/opt/site-a"]}
+    monkeypatch.delenv("PYTHONPATH")
+    quality._run_method(tmp_path, ["configs/train.yaml"], {"seed": "1"}, tmp_path / "run.log")
+    assert seen["path"] == [str(tmp_path)]
