@@ -35,6 +35,35 @@ def import_bundle(name: str):
     return importlib.import_module("scripts")
 
 
+@pytest.fixture
+def restore_scripts():
+    """Put back whichever bundle's ``scripts`` package (and ``sys.path``) was loaded before the test.
+
+    For tests that :func:`import_bundle` inside the test while their module imported another bundle at load time.
+    """
+    modules = {m: mod for m, mod in sys.modules.items() if m == "scripts" or m.startswith("scripts.")}
+    path = list(sys.path)
+    yield
+    for m in [m for m in sys.modules if m == "scripts" or m.startswith("scripts.")]:
+        del sys.modules[m]
+    sys.modules.update(modules)
+    sys.path[:] = path
+
+
+def squares(n: int, size: int = 32, seed: int = 0):
+    """``n`` noisy 2D images ``(n, 1, size, size)`` with a bright 12-pixel square each, and its binary label."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    img = torch.rand(n, 1, size, size, generator=g) * 0.3
+    lab = torch.zeros(n, 1, size, size)
+    for i in range(n):
+        y, x = (int(v) for v in torch.randint(2, size - 14, (2,), generator=g))
+        img[i, :, y : y + 12, x : x + 12] += 0.6
+        lab[i, :, y : y + 12, x : x + 12] = 1
+    return img, lab
+
+
 def run_bundle(bundle_dir: Path, configs: list[str], *overrides: str, timeout: int = 900) -> subprocess.CompletedProcess:
     """Run ``python -m monai.bundle run`` in ``bundle_dir`` in a subprocess; return the completed process."""
     config_arg = "[" + ",".join(f"'{c}'" for c in configs) + "]"

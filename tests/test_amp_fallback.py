@@ -6,23 +6,10 @@ from __future__ import annotations
 
 import importlib
 import logging
-import sys
 
 import pytest
 import torch
 from conftest import import_bundle
-
-
-@pytest.fixture
-def restore_scripts():
-    """Put back whichever bundle's ``scripts`` package (and ``sys.path``) was loaded before the test."""
-    modules = {m: mod for m, mod in sys.modules.items() if m == "scripts" or m.startswith("scripts.")}
-    path = list(sys.path)
-    yield
-    for m in [m for m in sys.modules if m == "scripts" or m.startswith("scripts.")]:
-        del sys.modules[m]
-    sys.modules.update(modules)
-    sys.path[:] = path
 
 
 @pytest.mark.parametrize("bundle", ["crossmatch_3d", "switch_us"])

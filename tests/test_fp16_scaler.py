@@ -12,35 +12,11 @@ from __future__ import annotations
 import importlib
 import itertools
 import math
-import sys
 
 import pytest
 import torch
-from conftest import import_bundle
+from conftest import import_bundle, squares
 from ignite.engine import Events
-
-
-@pytest.fixture
-def restore_scripts():
-    """Put back whichever bundle's ``scripts`` package (and ``sys.path``) was loaded before the test."""
-    modules = {m: mod for m, mod in sys.modules.items() if m == "scripts" or m.startswith("scripts.")}
-    path = list(sys.path)
-    yield
-    for m in [m for m in sys.modules if m == "scripts" or m.startswith("scripts.")]:
-        del sys.modules[m]
-    sys.modules.update(modules)
-    sys.path[:] = path
-
-
-def _squares(n: int, size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(0)
-    img = torch.rand(n, 1, size, size, generator=g) * 0.3
-    lab = torch.zeros(n, 1, size, size)
-    for i in range(n):
-        y, x = (int(v) for v in torch.randint(2, size - 14, (2,), generator=g))
-        img[i, :, y : y + 12, x : x + 12] += 0.6
-        lab[i, :, y : y + 12, x : x + 12] = 1
-    return img, lab
 
 
 def _trainer(bundle: str, amp_dtype: str | None, iterations: int):
@@ -50,7 +26,7 @@ def _trainer(bundle: str, amp_dtype: str | None, iterations: int):
     networks = importlib.import_module("scripts.networks")
     handlers = importlib.import_module("scripts.handlers")
     torch.manual_seed(0)
-    img, lab = _squares(16)
+    img, lab = squares(16)
     batches = [{"image": img[i : i + 4], "label": lab[i : i + 4], "unlabeled_image": img[(i + 8) % 16 : (i + 8) % 16 + 4]}
                for i in (0, 4, 8, 12)]
     common = {"device": "cpu", "max_epochs": 1, "epoch_length": iterations, "train_data_loader": itertools.cycle(batches),

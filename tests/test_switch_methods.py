@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import import_bundle
+from conftest import import_bundle, squares
 from ignite.engine import Events
 
 import_bundle("switch_us")
@@ -199,21 +199,10 @@ def test_two_stage_cosine():
         TwoStageCosine(10, 40, selftrain_scale=0.0)
 
 
-def _squares(n: int, size: int = 32, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    img = torch.rand(n, 1, size, size, generator=g) * 0.3
-    lab = torch.zeros(n, 1, size, size)
-    for i in range(n):
-        y, x = (int(v) for v in torch.randint(2, size - 14, (2,), generator=g))
-        img[i, :, y : y + 12, x : x + 12] += 0.6
-        lab[i, :, y : y + 12, x : x + 12] = 1
-    return img, lab
-
-
 @pytest.mark.parametrize("cls", [SwitchTrainer, BCPTrainer, SupervisedBaselineTrainer])
 def test_trainers_reduce_the_loss(cls):
     torch.manual_seed(0)
-    img, lab = _squares(16)
+    img, lab = squares(16)
     batches = [{"image": img[i : i + 4], "label": lab[i : i + 4], "unlabeled_image": img[(i + 8) % 16 : (i + 8) % 16 + 4]} for i in (0, 4, 8, 12)]
     net = UNet2D(features=(8, 16, 16, 32, 32), projector=cls is SwitchTrainer)
     opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
@@ -238,7 +227,7 @@ def test_switch_bf16_gradients_agree_with_fp32_per_loss_term():
     At random initialisation the contrastive term agrees less (cosine about 0.95): its positives are the plain and
     FDS views of the same image, whose near-identical logits bf16 rounds alike; training separates them."""
     torch.manual_seed(0)
-    img, lab = _squares(8)
+    img, lab = squares(8)
     net = UNet2D(features=(8, 16, 16, 32, 32), projector=True)
     teacher = EMATeacher(net)
     trainer = SwitchTrainer(device="cpu", max_epochs=1, epoch_length=1, train_data_loader=[{}], network=net,
