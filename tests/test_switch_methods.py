@@ -11,10 +11,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import import_bundle, squares
-from ignite.engine import Events
+from ignite.engine import Engine, Events
 
 import_bundle("switch_us")
-from scripts.handlers import EMATeacher, FrequencyDomainSwitch  # noqa: E402
+from scripts.handlers import EMATeacher, FrequencyDomainSwitch, ProgressLogger  # noqa: E402
 from scripts.losses import masked_dice_ce, mixed_dice_ce, pixel_info_nce  # noqa: E402
 from scripts.masks import bcp_mask, cutmix_masks, mix, multiscale_mask  # noqa: E402
 from scripts.networks import UNet2D  # noqa: E402
@@ -186,6 +186,31 @@ def test_ema_teacher_update_and_buffers():
     before = [p.clone() for p in teacher.model.module.parameters()]
     teacher(_Pre())  # no update during pre-training
     assert all(torch.equal(a, b) for a, b in zip(before, teacher.model.module.parameters()))
+
+
+def test_progress_eta_is_timed_from_the_current_stage(monkeypatch, caplog):
+    """Pre-training at 1 s per iteration, self-training at 3 s: the ETA in self-training uses 3 s."""
+    clock = [0.0]
+    monkeypatch.setattr("scripts.handlers.time.perf_counter", lambda: clock[0])
+
+    class _TwoStage(Engine):
+        @property
+        def stage(self) -> str:
+            return "pretrain" if self.state.iteration <= 10 else "selftrain"
+
+    def step(engine, _):
+        clock[0] += 1.0 if engine.stage == "pretrain" else 3.0
+        return {"loss": 0.5, "stage": engine.stage}
+
+    engine = _TwoStage(step)
+    ProgressLogger(interval=5).attach(engine)
+    with caplog.at_level("INFO", logger="scripts.handlers"):
+        engine.run(range(30), max_epochs=1)
+    lines = {int(r.getMessage().split("iteration ")[1].split("/")[0]): r.getMessage() for r in caplog.records
+             if "iteration" in r.getMessage()}
+    assert "1.00 s/it, ETA 0h00m25s" in lines[5]  # 25 iterations left at the pre-training rate
+    assert "[selftrain]" in lines[20] and "3.00 s/it, ETA 0h00m30s" in lines[20]  # 10 left at 3 s, not 2 s
+    assert "3.00 s/it, ETA 0h00m00s" in lines[30]
 
 
 def test_two_stage_cosine():

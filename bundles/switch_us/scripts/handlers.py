@@ -340,7 +340,9 @@ class StageCheckpoint:
 class ProgressLogger:
     """Log progress of a long run every ``interval`` iterations: position, losses, speed and ETA.
 
-    Works for trainers (loss entries of ``engine.state.output``) and evaluators alike.
+    Works for trainers (loss entries of ``engine.state.output``) and evaluators alike. Speed and ETA are
+    measured from the start of the current stage (``engine.stage``), since a self-training iteration costs
+    several pre-training ones: a rate averaged over both stages would promise an ETA far too short.
 
     Args:
         interval: iterations between two log lines.
@@ -355,6 +357,7 @@ class ProgressLogger:
         self.logger = logging.getLogger(__name__)
         self._t0 = 0.0
         self._it0 = 0
+        self._stage: str | None = None
 
     def attach(self, engine: Engine) -> None:
         if not engine.has_event_handler(self.started, Events.STARTED):
@@ -363,9 +366,13 @@ class ProgressLogger:
 
     def started(self, engine: Engine) -> None:
         self._t0, self._it0 = time.perf_counter(), engine.state.iteration
+        self._stage = getattr(engine, "stage", None)
 
     def __call__(self, engine: Engine) -> None:
         it = engine.state.iteration
+        stage_now = getattr(engine, "stage", None)
+        if stage_now != self._stage:  # the first iteration of a new stage is done: time the stage from here
+            self._t0, self._it0, self._stage = time.perf_counter(), it, stage_now
         total = (engine.state.epoch_length or 0) * engine.state.max_epochs
         if (it % self.interval and it != total) or not is_main_process():
             return
