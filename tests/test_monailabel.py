@@ -121,8 +121,13 @@ def _free_port() -> int:
 
 
 def _server_env(venv: Path, tmp: Path) -> dict[str, str]:
-    """The environment of the MONAI Label launcher: its venv first on PATH, nothing of the project venv."""
-    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME")}
+    """The environment of the MONAI Label launcher: its venv first on PATH, nothing of the project venv.
+
+    Bytecode writing is on: the venv is installed without it (``--no-compile``), so the first server start caches
+    what it imports and the next starts read it back (32-34 s a start before, with PYTHONDONTWRITEBYTECODE set).
+    """
+    drop = ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME", "PYTHONDONTWRITEBYTECODE")
+    env = {k: v for k, v in os.environ.items() if k not in drop}
     env.update(
         PATH=f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}",
         VIRTUAL_ENV=str(venv),
