@@ -30,11 +30,14 @@ PINS=($TORCH_SPEC "monailabel==0.8.5" "monai==1.6.1" "pydicom<3" "pynetdicom<3" 
 MARKER="$VENV/.ssl-monai-bundles-monailabel"
 WANT="${PINS[*]}"
 
+# the venv is installed without bytecode (--no-compile, below): its imports here must be free to cache theirs
+unset PYTHONDONTWRITEBYTECODE
+
 log() { echo "[setup_monailabel] $*" >&2; }
 
 ready() {
     [[ -f "$MARKER" && -x "$VENV/bin/python" && "$(cat "$MARKER")" == "$WANT" ]] || return 1
-    PYTHONDONTWRITEBYTECODE= "$VENV/bin/python" -c "import monailabel, torchvision" >/dev/null 2>&1
+    "$VENV/bin/python" -c "import monailabel, torchvision" >/dev/null 2>&1
 }
 
 if ready; then
@@ -85,9 +88,9 @@ PIP_LOG="$(mktemp)"
 trap 'rm -f "$PIP_LOG"' EXIT
 # --no-compile: byte-compiling every installed module costs about a minute of CPU (python -m compileall on the venv:
 # 58 s); Python compiles what the server imports on first use instead (`import monailabel, torchvision, monai`
-# took 18 s instead of 10 s the first time; the first server start in the test suite about 27 s longer). The
-# imports below, in ready() and in the tests' servers write their bytecode even where PYTHONDONTWRITEBYTECODE is
-# set (as on this project's machines), or every later start would compile them from source again.
+# took 18 s instead of 10 s the first time; the first server start in the test suite about 27 s longer). That
+# bytecode must be written even where PYTHONDONTWRITEBYTECODE is set (as on this project's machines, see the unset
+# at the top; the tests' servers drop it too), or every later start compiles the same modules from source again.
 if ! "$VENV/bin/python" -m pip install --no-compile --disable-pip-version-check --progress-bar off "${PINS[@]}" >"$PIP_LOG" 2>&1; then
     tail -n 40 "$PIP_LOG" >&2
     if grep -qiE "NewConnectionError|ConnectTimeout|Temporary failure in name resolution|Network is unreachable|Max retries exceeded|ProxyError|Connection refused" "$PIP_LOG"; then
@@ -99,7 +102,7 @@ if ! "$VENV/bin/python" -m pip install --no-compile --disable-pip-version-check 
 fi
 
 # the server imports torchvision at start-up: a torch/torchvision build mismatch fails here, not later
-if ! PYTHONDONTWRITEBYTECODE= "$VENV/bin/python" -c "import monailabel, torchvision, monai; print('monailabel', monailabel.__version__, '| monai', monai.__version__, '| torch', __import__('torch').__version__, '| torchvision', torchvision.__version__)" >&2; then
+if ! "$VENV/bin/python" -c "import monailabel, torchvision, monai; print('monailabel', monailabel.__version__, '| monai', monai.__version__, '| torch', __import__('torch').__version__, '| torchvision', torchvision.__version__)" >&2; then
     log "the venv was installed but 'import monailabel, torchvision' fails"
     exit 1
 fi
