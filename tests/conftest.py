@@ -108,16 +108,51 @@ def kill_mid_run(bundle_dir: Path, configs: list[str], overrides: list[str], che
     return killed_at
 
 
+# The modules whose end-to-end demo runs take minutes; they run first so that, with pytest-xdist, they start
+# together on different workers instead of one of them starting last and running alone.
+FIRST_MODULES = ("test_switch_workflows.py", "test_crossmatch_workflows.py")
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``-n auto`` (the default in ``pyproject.toml``): one worker per CPU core, at most four.
+
+    Each worker gets an equal share of the cores as torch threads (:func:`pytest_configure`). On a 2-core machine two
+    single-threaded workers finish the suite sooner than one two-threaded pytest: the many bundle subprocesses
+    spend seconds each importing MONAI on one core, and small convolutions scale poorly to two threads.
+    """
+    return max(1, min(4, _cores()))
+
+
+def _cores() -> int:
+    """The CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """In a pytest-xdist worker, give torch (and the bundle subprocesses it starts) the worker's share of the cores.
+
+    An ``OMP_NUM_THREADS`` set by the caller is kept.
+    """
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers and "OMP_NUM_THREADS" not in os.environ:
+        os.environ["OMP_NUM_THREADS"] = str(max(1, _cores() // int(workers)))
+
+
 @pytest.hookimpl(trylast=True)  # after -m / -k deselection
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Start making the MONAI Label venv in the background when a selected test needs it.
+    """Run the slow workflow modules first, and start making the MONAI Label venv when a selected test needs it.
 
     ``scripts/setup_monailabel.sh`` spends minutes downloading and unpacking wheels, mostly waiting on I/O; started
     at collection (at low CPU priority) it overlaps the CPU-bound tests that run first. The ``monailabel_venv``
     fixture runs the same script later, which waits on the script's lock and then reuses the finished venv (or
-    reports the failure itself). ``SSL_MONAI_NO_PREFETCH=1`` turns this off.
+    reports the failure itself). Under pytest-xdist only the first worker starts it. ``SSL_MONAI_NO_PREFETCH=1``
+    turns this off.
     """
+    rank = {name: i for i, name in enumerate(FIRST_MODULES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
     if os.environ.get("SSL_MONAI_NO_PREFETCH") or not any(i.get_closest_marker("monailabel") for i in items):
+        return
+    if os.environ.get("PYTEST_XDIST_WORKER", "gw0") != "gw0":
         return
     log = Path(tempfile.gettempdir()) / "ssl-monai-bundles-setup_monailabel.log"
     with open(log, "w") as err:  # the child keeps its own copy of the descriptor
