@@ -43,7 +43,6 @@ def _torchrun(bundle: Path, configs: list[str], *overrides: str) -> subprocess.C
     return subprocess.run(cmd, cwd=bundle, env=env, capture_output=True, text=True, timeout=900)
 
 
-@pytest.mark.extended
 @pytest.mark.parametrize(
     ("name", "configs", "tiny", "run_name"),
     [
@@ -65,7 +64,6 @@ def test_two_processes_train_and_rank0_alone_writes(tmp_path, name, configs, tin
     assert (run / "evaluation" / "metrics_summary.json").exists()
 
 
-@pytest.mark.extended
 def test_crossmatch_sigkill_then_same_command_resumes_to_the_same_weights(tmp_path):
     b = _copy("crossmatch_3d", tmp_path)
     configs = ["configs/train.yaml", "configs/acdc.yaml", "configs/demo.yaml"]

@@ -122,7 +122,6 @@ def test_real_data_workflows(tmp_path, shared_data, source):
     assert len(list((b / "predictions" / "inference").glob("*_seg.png"))) == 2
 
 
-@pytest.mark.extended
 def test_sigkill_then_same_command_resumes_to_the_same_weights(tmp_path):
     import torch
 
