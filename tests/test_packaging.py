@@ -178,7 +178,6 @@ def test_large_files_mode(switch_copy, tmp_path, hash_type):
 # verification
 
 
-@pytest.mark.extended
 @pytest.mark.slow
 @pytest.mark.parametrize("name", BUNDLE_NAMES)
 def test_verify_passes_with_random_weights(name, switch_copy, tmp_path):
