@@ -14,7 +14,9 @@ Usage (from the repository root)::
     python scripts/benchmark.py one switch published amp             # a single measurement, printed as JSON
     python scripts/benchmark.py profile switch published amp         # where the time goes (torch.profiler)
 
-Writes ``benchmarks/results.json`` and ``benchmarks/results.md`` (``--output`` to change the folder).
+Writes ``benchmarks/results.json`` and ``benchmarks/results.md`` (``--output`` to change the folder). A table
+measured on another machine is not overwritten: ``run`` stops and asks for another ``--output`` folder, or for
+``--replace True``. Bad arguments and failed measurements end the command with exit status 2 and a one-line error.
 """
 
 from __future__ import annotations
@@ -63,6 +65,20 @@ SETTINGS = {
     "la_window_paper": {"published": {"volume": (175, 132, 88), "patch": (112, 112, 80), "filters": 16},
                         "demo": {"volume": (80, 80, 56), "patch": (48, 48, 32), "filters": 8}},
 }
+
+
+class BenchmarkError(ValueError):
+    """Bad arguments, a table of another machine in the way, or measurements that failed."""
+
+
+def _check(workflows: Sequence[str], settings: Sequence[str], precisions: Sequence[str]) -> None:
+    """Raise :class:`BenchmarkError` naming the choices for any unknown workflow, setting or precision."""
+    for kind, values, choices in (("workflow", workflows, WORKFLOWS), ("setting", settings, ("published", "demo")),
+                                  ("precision", precisions, ("amp", "fp32"))):
+        bad = [v for v in values if v not in choices]
+        if bad or not values:
+            raise BenchmarkError(f"unknown {kind} {', '.join(map(repr, bad)) or '(none given)'}; "
+                                 f"choose from {', '.join(choices)}")
 
 
 def _import_bundle(name: str):
@@ -207,12 +223,7 @@ def _build(workflow: str, setting: str, precision: str, device: str | None, thre
     ``keep_freed_memory`` applies the bundles' allocator setting of the same name (their configs' default), so the
     figures are those of a bundle run.
     """
-    if workflow not in WORKFLOWS:
-        raise ValueError(f"unknown workflow {workflow!r}; choose from {', '.join(WORKFLOWS)}")
-    if setting not in ("published", "demo"):
-        raise ValueError(f"setting must be 'published' or 'demo', got {setting!r}")
-    if precision not in ("amp", "fp32"):
-        raise ValueError(f"precision must be 'amp' or 'fp32', got {precision!r}")
+    _check([workflow], [setting], [precision])
     torch.set_num_threads(int(threads))
     torch.manual_seed(0)
     _import_bundle(WORKFLOWS[workflow][0])
@@ -308,51 +319,76 @@ def _machine() -> str:
 def run(workflows: str | Sequence[str] = "all", settings: str | Sequence[str] = "published,demo",
         precisions: str | Sequence[str] = "amp,fp32", device: str | None = None,
         threads: int = 2, warmup: int = 2, repeats: int = 5, output: str = "benchmarks", timeout: int = 1800,
-        keep_freed_memory: bool = True) -> None:
-    """Measure several workflows, each in a subprocess; write ``<output>/results.json`` and ``results.md``."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+        keep_freed_memory: bool = True, replace: bool = False) -> None:
+    """Measure several workflows, each in a subprocess; write ``<output>/results.json`` and ``results.md``.
+
+    Measurements already in ``<output>/results.json`` from this machine are kept, except those measured again.
+    When that file holds another machine's measurements the run stops before measuring, unless ``replace`` is set
+    (start a new table there). Raises :class:`BenchmarkError` for unknown names and, at the end, when any
+    measurement failed (the others are written).
+    """
     names = list(WORKFLOWS) if workflows == "all" else _names(workflows)
+    combos = [(w, s, p) for w in names for s in _names(settings) for p in _names(precisions)]
+    _check(names, _names(settings), _names(precisions))
     out = Path(output)
-    out.mkdir(parents=True, exist_ok=True)
     meta = {"machine": _machine(), "threads": threads, "date": time.strftime("%Y-%m-%d")}
-    records = _earlier_records(out / "results.json", meta["machine"])
-    for w in names:
-        for s in _names(settings):
-            for p in _names(precisions):
-                cmd = [sys.executable, __file__, "one", w, s, p, f"--threads={threads}", f"--warmup={warmup}",
-                       f"--repeats={repeats}", f"--keep_freed_memory={bool(keep_freed_memory)}"] + (
-                          [f"--device={device}"] if device else [])
-                logger.info(f"measuring {w} {s} {p} ...")
-                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-                lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-                if proc.returncode != 0 or not lines:
-                    logger.error(f"{w} {s} {p} failed:\n{proc.stderr[-2000:]}")
-                    continue
-                rec = json.loads(lines[-1])
-                logger.info(f"  {rec['median_s']:.3f} {rec['unit']}, peak {rec['peak_memory_mb']:.0f} MB")
-                key = (w, s, p, rec["device"])
-                records = [r for r in records if (r["workflow"], r["setting"], r["precision"], r["device"]) != key]
-                records.append(rec)
-                records.sort(key=_order)
-                # written after every measurement: an interrupted run keeps what it measured
-                (out / "results.json").write_text(json.dumps({"meta": meta, "results": records}, indent=2))
-                (out / "results.md").write_text(to_markdown(records, meta))
-    logger.info(f"wrote {out / 'results.json'} and {out / 'results.md'}")
+    records = _earlier_records(out / "results.json", meta["machine"], replace)
+    out.mkdir(parents=True, exist_ok=True)
+    failed = []
+    for i, (w, s, p) in enumerate(combos, 1):
+        cmd = [sys.executable, __file__, "one", w, s, p, f"--threads={threads}", f"--warmup={warmup}",
+               f"--repeats={repeats}", f"--keep_freed_memory={bool(keep_freed_memory)}"] + (
+                  [f"--device={device}"] if device else [])
+        logger.info(f"[{i}/{len(combos)}] measuring {w} {s} {p} ...")
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            logger.error(f"{w} {s} {p} took longer than --timeout {timeout} s; skipped")
+            failed.append(f"{w} {s} {p}")
+            continue
+        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+        if proc.returncode != 0 or not lines:
+            logger.error(f"{w} {s} {p} failed:\n{proc.stderr[-2000:]}")
+            failed.append(f"{w} {s} {p}")
+            continue
+        rec = json.loads(lines[-1])
+        logger.info(f"  {rec['median_s']:.3f} {rec['unit']}, peak {rec['peak_memory_mb']:.0f} MB")
+        key = (w, s, p, rec["device"])
+        records = [r for r in records if (r["workflow"], r["setting"], r["precision"], r["device"]) != key]
+        records.append(rec)
+        records.sort(key=_order)
+        # written after every measurement: an interrupted run keeps what it measured
+        (out / "results.json").write_text(json.dumps({"meta": meta, "results": records}, indent=2))
+        (out / "results.md").write_text(to_markdown(records, meta))
+    if len(failed) < len(combos):
+        logger.info(f"wrote {out / 'results.json'} and {out / 'results.md'}")
+    if failed:
+        raise BenchmarkError(f"{len(failed)} of {len(combos)} measurements failed ({'; '.join(failed)}); "
+                             "their errors are logged above")
 
 
-def _earlier_records(path: Path, machine: str) -> list[dict]:
+def _earlier_records(path: Path, machine: str, replace: bool = False) -> list[dict]:
     """The measurements already in ``path`` when they were taken on ``machine``, else none.
 
-    A run keeps the earlier measurements of its folder, except those it measures again; measurements of another
-    machine are not mixed with this one's (they stay in version control).
+    A run keeps the earlier measurements of its folder, except those it measures again. Measurements of another
+    machine are not mixed with this one's, nor overwritten unless ``replace``: :class:`BenchmarkError` otherwise.
     """
     if not path.is_file():
         return []
-    previous = json.loads(path.read_text())
-    if previous.get("meta", {}).get("machine") == machine:
-        return list(previous["results"])
-    logger.warning(f"{path} was measured on another machine ({previous.get('meta', {}).get('machine')}); "
-                   "starting a new table for this one")
+    try:
+        previous = json.loads(path.read_text())
+        other, results = previous.get("meta", {}).get("machine"), previous["results"]
+    except (ValueError, KeyError, AttributeError) as e:
+        if replace:
+            return []
+        raise BenchmarkError(f"{path} is not a results table of this script ({e!r}); pass another --output folder, "
+                             "or --replace True to overwrite it") from None
+    if other == machine:
+        return list(results)
+    if not replace:
+        raise BenchmarkError(f"{path} holds the measurements of another machine ({other}); pass another --output "
+                             "folder for this one's, or --replace True to start a new table there")
+    logger.warning(f"{path} was measured on another machine ({other}); starting a new table for this one (--replace)")
     return []
 
 
@@ -397,5 +433,14 @@ def to_markdown(records: list[dict], meta: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    try:
+        fire.Fire({"run": run, "one": one, "profile": profile})
+    except BenchmarkError as e:
+        logger.error("%s", e)
+        sys.exit(2)
+
+
 if __name__ == "__main__":
-    fire.Fire({"run": run, "one": one, "profile": profile})
+    main()

@@ -46,11 +46,36 @@ def test_profile_writes_the_operator_table(tmp_path):
     assert path.endswith("profile_infer2d_demo_fp32.txt") and "Self CPU" in text and "conv" in text.lower()
 
 
-@pytest.mark.parametrize(("args", "message"), [(("nope",), "unknown workflow"), (("switch", "huge"), "setting must be"),
-                                               (("switch", "demo", "fp8"), "precision must be")])
+@pytest.mark.parametrize(("args", "message"), [(("nope",), "unknown workflow 'nope'; choose from switch, bcp"),
+                                               (("switch", "huge"), "unknown setting 'huge'; choose from published, demo"),
+                                               (("switch", "demo", "fp8"), "unknown precision 'fp8'; choose from amp, fp32")])
 def test_bad_arguments(args, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(benchmark.BenchmarkError, match=message):
         benchmark.measure(*args)
+
+
+def test_run_checks_every_name_before_measuring_anything(tmp_path):
+    with pytest.raises(benchmark.BenchmarkError, match="unknown workflow 'nope', 'swich'"):
+        benchmark.run(workflows="infer2d,nope,swich", output=str(tmp_path / "out"))
+    with pytest.raises(benchmark.BenchmarkError, match="unknown precision 'fp8'"):
+        benchmark.run(workflows="infer2d", precisions="amp,fp8", output=str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_reports_bad_arguments_in_one_line_with_exit_status_2(tmp_path):
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "benchmark.py"), "run", "--workflows", "nope",
+                           "--output", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "unknown workflow 'nope'" in proc.stderr and "Traceback" not in proc.stderr
+    assert not list(tmp_path.iterdir())
+
+
+def test_failed_measurements_fail_the_run_and_write_nothing(tmp_path):
+    # an unknown device fails inside each measurement's subprocess
+    with pytest.raises(benchmark.BenchmarkError, match="2 of 2 measurements failed"):
+        benchmark.run(workflows="infer2d", settings="demo", precisions="amp,fp32", device="nodevice", threads=1,
+                      output=str(tmp_path))
+    assert not (tmp_path / "results.json").exists()
 
 
 def test_run_writes_json_and_markdown_and_keeps_earlier_measurements(tmp_path):
@@ -71,14 +96,24 @@ def test_run_writes_json_and_markdown_and_keeps_earlier_measurements(tmp_path):
     assert (tmp_path / "results.md").read_text().count("| 2D inference per image | demo |") == 2
 
 
-def test_measurements_of_another_machine_are_not_mixed_in(tmp_path):
+def test_measurements_of_another_machine_are_neither_mixed_in_nor_overwritten(tmp_path):
     import json
 
     path = tmp_path / "results.json"
     assert benchmark._earlier_records(path, "this cpu") == []
-    path.write_text(json.dumps({"meta": {"machine": "another cpu"}, "results": [{"workflow": "infer2d"}]}))
-    assert benchmark._earlier_records(path, "this cpu") == []
+    text = json.dumps({"meta": {"machine": "another cpu"}, "results": [{"workflow": "infer2d"}]})
+    path.write_text(text)
     assert benchmark._earlier_records(path, "another cpu") == [{"workflow": "infer2d"}]
+    with pytest.raises(benchmark.BenchmarkError, match=r"another machine \(another cpu\).*--output.*--replace True"):
+        benchmark._earlier_records(path, "this cpu")
+    assert benchmark._earlier_records(path, "this cpu", replace=True) == []
+    # run stops before measuring, and the other machine's table is left as it was
+    with pytest.raises(benchmark.BenchmarkError, match="another machine"):
+        benchmark.run(workflows="infer2d", output=str(tmp_path))
+    assert path.read_text() == text
+    path.write_text("not json")
+    with pytest.raises(benchmark.BenchmarkError, match="not a results table"):
+        benchmark._earlier_records(path, "this cpu")
 
 
 _FAULTS = """
