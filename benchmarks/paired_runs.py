@@ -17,7 +17,9 @@ Usage (from the repository root; ``{seed}`` is replaced by each seed)::
 from __future__ import annotations
 
 import json
+import logging
 import math
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -53,7 +55,19 @@ def paired_stats(diffs: Sequence[float]) -> tuple[float, float, int]:
     return float(d.mean()), se, int((d > 0).sum())
 
 
-def compare(pattern_a: str, pattern_b: str, seeds: str | Sequence[int], windows: str | Sequence[int] = (0, 100, 1000),
+def _ints(value: int | str | Sequence[int]) -> list[int]:
+    """``1,2,3`` (or the int or tuple python-fire makes of it) as a list of ints."""
+    if isinstance(value, int):
+        return [value]
+    items = value.split(",") if isinstance(value, str) else value
+    try:
+        return [int(v) for v in items if str(v).strip()]
+    except ValueError:
+        raise ValueError(f"expected comma-separated integers, got {value!r}.") from None
+
+
+def compare(pattern_a: str, pattern_b: str, seeds: int | str | Sequence[int],
+            windows: int | str | Sequence[int] = (0, 100, 1000),
             loss_tag: str = "train_loss", val_tag: str = "val_mean_dice") -> str:
     """Compare runs ``pattern_a`` against ``pattern_b`` (``{seed}`` in both) over ``seeds``; returns the report.
 
@@ -63,8 +77,7 @@ def compare(pattern_a: str, pattern_b: str, seeds: str | Sequence[int], windows:
         windows: iteration boundaries of the training-loss windows (comma-separated or a list).
         loss_tag, val_tag: the TensorBoard tags of the training loss and of the validation Dice.
     """
-    seeds = [int(s) for s in (seeds.split(",") if isinstance(seeds, str) else seeds)]
-    bounds = [int(w) for w in (windows.split(",") if isinstance(windows, str) else windows)]
+    seeds, bounds = _ints(seeds), _ints(windows)
     if len(seeds) < 2 or len(bounds) < 2 or bounds != sorted(bounds):
         raise ValueError("need at least two seeds and two increasing window boundaries.")
     runs = [(Path(pattern_a.format(seed=s)), Path(pattern_b.format(seed=s))) for s in seeds]
@@ -92,5 +105,15 @@ def compare(pattern_a: str, pattern_b: str, seeds: str | Sequence[int], windows:
     return report
 
 
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    try:
+        fire.Fire(compare, serialize=lambda _: None)
+    except (FileNotFoundError, KeyError, ValueError) as e:
+        # KeyError's str() quotes its message: use its argument
+        logging.getLogger("paired_runs").error("%s", e.args[0] if isinstance(e, KeyError) and e.args else e)
+        sys.exit(2)
+
+
 if __name__ == "__main__":
-    fire.Fire(compare, serialize=lambda _: None)
+    main()

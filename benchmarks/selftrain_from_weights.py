@@ -46,12 +46,15 @@ def main(
     ``dataset_dir``: a folder of ``scripts/prepare_data.py`` (default: the demo's phantoms), e.g. the BUSI data
     of the quality protocol, whose ``us2d`` budget is the demo overlay's.
     """
+    # SystemExit with a message: one line on stderr and exit status 1, not a traceback
     if variant not in VARIANTS:
-        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+        raise SystemExit(f"--variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
     weights_path = Path(weights).resolve()
     if not weights_path.is_file():
-        raise FileNotFoundError(f"no weights at {weights_path}")
+        raise SystemExit(f"no weights at {weights_path}: give the model_pretrain.pt of an earlier Switch run")
     data = None if dataset_dir is None else str(Path(dataset_dir).expanduser().resolve())
+    if data is not None and not (Path(data) / "datalist.json").is_file():
+        raise SystemExit(f"{data} holds no datalist.json: prepare it with scripts/prepare_data.py first")
     logging.basicConfig(level=logging.INFO)
     bundle = Path(workdir) / "switch_us"
     if not bundle.is_dir():

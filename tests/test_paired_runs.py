@@ -50,7 +50,19 @@ def test_missing_runs_and_bad_arguments_are_clear(tmp_path):
     _run(tmp_path / "a1", [1.0], [0.5], 0.5)
     with pytest.raises(FileNotFoundError, match="no run folder"):
         paired_runs.compare(str(tmp_path / "a{seed}"), str(tmp_path / "b{seed}"), "1,2")
-    with pytest.raises(ValueError, match="at least two seeds"):
-        paired_runs.compare(str(tmp_path / "a{seed}"), str(tmp_path / "b{seed}"), "1")
+    # python-fire passes `--seeds 1` as an int
+    for seeds in ("1", 1):
+        with pytest.raises(ValueError, match="at least two seeds"):
+            paired_runs.compare(str(tmp_path / "a{seed}"), str(tmp_path / "b{seed}"), seeds)
+    with pytest.raises(ValueError, match="comma-separated integers"):
+        paired_runs.compare(str(tmp_path / "a{seed}"), str(tmp_path / "b{seed}"), "1,x")
     with pytest.raises(KeyError, match="no TensorBoard scalar 'loss'"):
         paired_runs.read_scalars(tmp_path / "a1", "train_loss", "loss")
+
+
+def test_cli_errors_are_one_line_with_exit_status_2(tmp_path):
+    import subprocess
+
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "paired_runs.py"), str(tmp_path / "a{seed}"),
+                           str(tmp_path / "b{seed}"), "--seeds", "1,2"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "no run folder" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
