@@ -140,10 +140,24 @@ def method_overrides(protocol: Protocol, method: str, scale: float = 1.0) -> dic
     return {**protocol.overrides, **{k: str(v) for k, v in budget.items()}}
 
 
+def _bundle_name(root: Path) -> str | None:
+    """The ``name`` in a bundle's ``configs/metadata.json`` (``None`` when it has none)."""
+    try:
+        return json.loads((root / "configs" / "metadata.json").read_text()).get("name")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def _copy_bundle(name: str, dst: Path) -> Path:
-    if not (dst / "configs").is_dir():
-        shutil.copytree(REPO / "bundles" / name, dst, dirs_exist_ok=True, ignore=shutil.ignore_patterns(
-            "runs", "data", "models", "eval", "predictions", "__pycache__"))
+    """Copy ``bundles/<name>`` to ``dst`` once; an existing copy is reused only if it is of the same bundle."""
+    if (dst / "configs").is_dir():
+        have, want = _bundle_name(dst), _bundle_name(REPO / "bundles" / name)
+        if have != want:
+            raise QualityError(f"{dst.parent} holds the runs of another bundle ({have!r}, not {want!r}): use another "
+                               "output folder for this protocol.")
+        return dst
+    shutil.copytree(REPO / "bundles" / name, dst, dirs_exist_ok=True, ignore=shutil.ignore_patterns(
+        "runs", "data", "models", "eval", "predictions", "__pycache__"))
     return dst
 
 
@@ -312,6 +326,9 @@ def run(
     unknown = [m for m in chosen if m not in proto.methods]
     if unknown or not chosen:
         raise QualityError(f"unknown method(s) {unknown} for {protocol}; choose from {list(proto.methods)}.")
+    # every argument is checked before the output folder is touched
+    budgets = {m: method_overrides(proto, m, iterations) for m in chosen}
+    seed = _as_seed(seed)
     out = Path(output).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
     bundle = _copy_bundle(proto.bundle, out / "bundle")
@@ -319,10 +336,9 @@ def run(
     dataset = (", ".join(map(str, name)) if isinstance(name, (tuple, list)) else str(name)) if name else data.name
     rows = []
     for i, method in enumerate(chosen, 1):
-        overrides = {**method_overrides(proto, method, iterations), "dataset_dir": str(data), "run_name": method,
-                     "amp": str(bool(amp))}
+        overrides = {**budgets[method], "dataset_dir": str(data), "run_name": method, "amp": str(bool(amp))}
         if seed is not None:
-            overrides["seed"] = str(int(seed))
+            overrides["seed"] = str(seed)
         run_dir = bundle / "runs" / method
         configs = [*proto.configs, *proto.methods[method]]
         start = time.time()
@@ -352,6 +368,19 @@ def run(
     (out / "quality.md").write_text(table + "\n")
     logger.info("\n%s\nwritten: %s, %s", table, out / "quality.json", out / "quality.md")
     return result
+
+
+def _as_seed(seed: int | str | None) -> int | None:
+    """A non-negative integer seed (python-fire passes ``--seed 2`` as an int, ``--seed 2x`` as text)."""
+    if seed is None:
+        return None
+    try:
+        value = int(str(seed).strip())
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise QualityError(f"--seed must be a non-negative integer, got {seed!r}.")
+    return value
 
 
 def _earlier_seconds(path: Path, method: str) -> float | None:
@@ -402,6 +431,7 @@ def _read_rows(output: str) -> list[dict]:
 def _emit(text: str, save: str | None) -> str:
     """Print a command's table (its output) and write it to ``save`` if given."""
     if save:
+        Path(save).parent.mkdir(parents=True, exist_ok=True)
         Path(save).write_text(text + "\n")
     print(text)  # noqa: T201 - the table is this command's output
     return text
@@ -419,6 +449,7 @@ def compare(output: str, base: str, save: str | None = None) -> str:
     """Method by method, the Dice of one ``run`` output against another on the same test list (AMP against fp32,
     one seed against another): both summary means, their difference, and the difference paired image by image
     with its standard error (written to ``save`` if given)."""
+    _check_one_protocol([output, base])
     results = [{r["method"]: r for r in _read_rows(o)} for o in (output, base)]
     shared = [m for m in results[0] if m in results[1]]
     if not shared:
@@ -443,6 +474,24 @@ def _mean_se(values: Sequence[float]) -> str:
     return f"{statistics.fmean(values):+.1f} ± {statistics.stdev(values) / math.sqrt(len(values)):.1f}"
 
 
+def _check_one_protocol(outputs: Sequence[str]) -> None:
+    """Refuse outputs of different protocols or budgets; warn when they read different dataset folders."""
+    heads = []
+    for o in outputs:
+        path = Path(o) / "quality.json"
+        if not path.is_file():
+            raise QualityError(f"{path} does not exist: run `python scripts/quality.py run ... --output {o}` first.")
+        head = json.loads(path.read_text())
+        heads.append((o, head.get("protocol"), head.get("iterations_scale"), head.get("dataset_dir")))
+    for key, what in ((1, "protocols"), (2, "budgets (--iterations)")):
+        if len({h[key] for h in heads if h[key] is not None}) > 1:
+            raise QualityError(f"these outputs ran different {what}: "
+                               + "; ".join(f"{h[0]}: {h[key]}" for h in heads) + ". Compare runs of one protocol.")
+    if len({h[3] for h in heads if h[3] is not None}) > 1:
+        logger.warning("these outputs read different dataset folders (%s); the comparison assumes the same data",
+                       ", ".join(sorted({h[3] for h in heads if h[3]})))
+
+
 def seeds(*outputs: str, against: str | Sequence[str] | None = None, save: str | None = None) -> str:
     """Repeated runs of one protocol (one ``run`` output per seed): the spread that training adds.
 
@@ -463,6 +512,7 @@ def seeds(*outputs: str, against: str | Sequence[str] | None = None, save: str |
     if others and len(others) != len(outputs):
         raise QualityError(f"--against needs one output per seed in the same order: {len(outputs)} outputs, "
                            f"{len(others)} to compare against.")
+    _check_one_protocol([*outputs, *others])
     results = [{r["method"]: r["metrics"].get("dice", math.nan) for r in _read_rows(o)} for o in outputs]
     base = [{r["method"]: r["metrics"].get("dice", math.nan) for r in _read_rows(o)} for o in others]
     methods = [m for m in results[0] if all(m in r for r in results + base)]

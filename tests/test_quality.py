@@ -176,6 +176,10 @@ def test_bad_arguments_are_clear(tmp_path):
     (tmp_path / "datalist.json").write_text("{}")
     with pytest.raises(quality.QualityError, match="unknown method"):
         quality.run("us2d", str(tmp_path), str(tmp_path / "o"), methods="switch,crossmatch")
+    for seed in ("abc", -1, "2.5"):
+        with pytest.raises(quality.QualityError, match="--seed must be a non-negative integer"):
+            quality.run("us2d", str(tmp_path), str(tmp_path / "o"), seed=seed)
+    assert not (tmp_path / "o").exists()  # nothing is written before every argument is checked
     with pytest.raises(quality.QualityError, match="quality.json"):
         quality.table(str(tmp_path / "missing"))
     proc = subprocess.run([sys.executable, str(REPO / "scripts" / "quality.py"), "run", "us2d", str(tmp_path / "x"),
@@ -247,3 +251,45 @@ def test_method_runs_keep_the_callers_pythonpath(tmp_path, monkeypatch):
     monkeypatch.delenv("PYTHONPATH")
     quality._run_method(tmp_path, ["configs/train.yaml"], {"seed": "1"}, tmp_path / "run.log")
     assert seen["path"] == [str(tmp_path)]
+
+
+def test_an_output_folder_serves_one_bundle(tmp_path, monkeypatch):
+    data = tmp_path / "prepared"
+    data.mkdir()
+    (data / "datalist.json").write_text("{}")
+    out = tmp_path / "out"
+    _finished(out / "bundle" / "runs" / "supervised", 0.6)
+    monkeypatch.setattr(quality, "_run_method", lambda *a, **k: None)
+    quality.run("us2d", str(data), str(out), methods="supervised")  # copies switch_us into out/bundle
+    with pytest.raises(quality.QualityError, match="runs of another bundle.*Switch.*CrossMatch"):
+        quality.run("la", str(data), str(out))
+
+
+def test_seeds_and_compare_refuse_outputs_of_different_protocols(tmp_path, caplog):
+    def output(name, protocol, scale=1.0, data="/d"):
+        out = tmp_path / name
+        out.mkdir()
+        out.joinpath("quality.json").write_text(json.dumps({
+            "protocol": protocol, "iterations_scale": scale, "dataset_dir": data,
+            "rows": [{"dataset": "d", "method": "supervised", "metrics": {"dice": 0.5}}]}))
+        return str(out)
+
+    us, la, twice, other = output("us", "us2d"), output("la", "la"), output("x2", "us2d", 2.0), output("o", "us2d", data="/e")
+    with pytest.raises(quality.QualityError, match="different protocols"):
+        quality.seeds(us, la)
+    with pytest.raises(quality.QualityError, match="different protocols"):
+        quality.compare(us, la)
+    with pytest.raises(quality.QualityError, match=r"different budgets \(--iterations\)"):
+        quality.seeds(us, us, against=f"{twice},{us}")
+    with caplog.at_level("WARNING", logger=quality.logger.name):
+        assert "| supervised | 0.5000, 0.5000 |" in quality.seeds(us, other)
+    assert "different dataset folders (/d, /e)" in caplog.text
+
+
+def test_saved_tables_create_their_folder(tmp_path):
+    out = tmp_path / "o"
+    out.mkdir()
+    out.joinpath("quality.json").write_text(json.dumps({"rows": [
+        {"dataset": "d", "method": "supervised", "metrics": {"dice": 0.5}}]}))
+    quality.table(str(out), save=str(tmp_path / "new" / "dir" / "t.md"))
+    assert "| d | supervised | 0.5000 |" in (tmp_path / "new" / "dir" / "t.md").read_text()
