@@ -102,6 +102,7 @@ def test_a_misspelt_override_stops_the_run_before_anything_is_written(name, tmp_
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0, out[-3000:]
     assert "unknown config key 'lerning_rate' given on the command line (did you mean 'learning_rate'?)" in out, out[-3000:]
+    assert "Traceback" not in out and "while creating scripts.utils.check_cli_overrides() from the config" in out
     assert not (b / "runs").exists() or not any((b / "runs").iterdir()), "an output folder was created"
     assert not (b / "data").exists(), "the phantom data were generated"
     assert not (b / "models").exists()

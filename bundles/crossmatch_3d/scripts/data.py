@@ -67,6 +67,8 @@ _CACHE_SIZE = 32
 class DataError(ValueError):
     """A problem with the user's data, found before training; the message names the file."""
 
+    brief_report = True  # ``monai.bundle run`` shows its message without a traceback (scripts.utils.error_summary)
+
 
 # ----------------------------------------------------------------------------------------------------------------------
 # reading and checking volumes

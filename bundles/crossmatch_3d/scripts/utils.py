@@ -31,6 +31,8 @@ __all__ = [
     "check_cli_overrides",
     "cpu_supports_bf16",
     "default_device",
+    "error_summary",
+    "install_error_summary",
     "keep_freed_memory",
     "resolve_amp_dtype",
     "resolve_run_dir",
@@ -220,6 +222,78 @@ class PolyLR:
         return max(1.0 - min(step, self.total) / self.total, 0.0) ** self.power
 
 
+# ---- short reports of config and input errors -------------------------------------------------------------------
+
+TRACEBACK_ENV = "SSL_BUNDLES_TRACEBACK"
+"""Set to 1 to get Python's full traceback instead of :func:`error_summary`'s short report."""
+
+
+def _exception_chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and the exceptions it was raised from (or while handling), outermost first."""
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and all(current is not e for e in chain):
+        chain.append(current)
+        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
+    return chain
+
+
+def _raised_in_monai_bundle(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised by MONAI's config machinery (``monai/bundle/*``), such as an undefined reference."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and "/monai/bundle/" in tb.tb_frame.f_code.co_filename.replace("\\", "/")
+
+
+def error_summary(exc: BaseException) -> str | None:
+    """A few lines on an error of the user's config or data, or None for any other error.
+
+    ``monai.bundle run`` wraps an error of a config component in "Failed to instantiate component ..." (and of a
+    ``$`` expression in "Failed to evaluate ..."), so a bad value or file ends in two or more chained tracebacks
+    through MONAI's resolver. This reports, instead, the error that says what is wrong (the bundle's own input
+    errors, whose class sets ``brief_report``, such as ``DataError`` and ``MissingWeightsError``, when one is in the
+    chain, else the innermost cause) and the component being created. Errors of neither kind (a crash during
+    training, out of memory) return None: they keep their traceback.
+    """
+    chain = _exception_chain(exc)
+    creating = [str(e).splitlines()[0].strip() for e in chain
+                if isinstance(e, RuntimeError) and str(e).startswith("Failed to instantiate component")]
+    own = next((e for e in chain if getattr(type(e), "brief_report", False)), None)
+    if own is None and not creating and not _raised_in_monai_bundle(chain[-1]):
+        return None
+    shown = own or chain[-1]
+    lines = [f"{type(shown).__name__}: {shown}"]
+    if creating:
+        match = re.match(r"Failed to instantiate component '([^']+)'(?: with keywords: *(.*))?", creating[-1])
+        target, keywords = (match.group(1), (match.group(2) or "").strip()) if match else (creating[-1], "")
+        lines.append(f"  while creating {target}({keywords.replace(',', ', ')}) from the config")
+    lines.append(f"  ({TRACEBACK_ENV}=1 shows the full traceback)")
+    return "\n".join(lines)
+
+
+def install_error_summary() -> None:
+    """Make this process report config and input errors with :func:`error_summary` instead of tracebacks.
+
+    Installed by :func:`check_cli_overrides` in ``python -m monai.bundle run`` processes only, unless
+    ``SSL_BUNDLES_TRACEBACK`` is set; any other uncaught error goes to the hook that was there before.
+    """
+    if os.environ.get(TRACEBACK_ENV, "") not in ("", "0") or getattr(sys.excepthook, "error_summary", False):
+        return
+    previous = sys.excepthook
+
+    def hook(exc_type: type[BaseException], exc: BaseException, tb: Any) -> None:
+        summary = error_summary(exc) if isinstance(exc, Exception) else None
+        if summary is None:
+            previous(exc_type, exc, tb)
+        else:
+            # not logging: the bundle's log format would hide the "Error: message" line that tools look for
+            sys.stderr.write(summary + "\n")
+
+    hook.error_summary = True  # type: ignore[attr-defined]
+    sys.excepthook = hook
+
+
 # ---- command-line override check -------------------------------------------------------------------------------
 
 _BUNDLE_CLI_ENTRIES = ("monai/bundle/__main__.py", "monai/bundle/__main__.pyc", "monai/bundle")
@@ -329,6 +403,8 @@ def check_cli_overrides(argv: Sequence[str] | None = None) -> None:
     It does nothing unless this process is a ``monai.bundle run`` command line (``argv[0]`` is
     ``monai/bundle/__main__.py``, as under ``python -m monai.bundle`` and ``torchrun -m monai.bundle``, and the
     first argument is ``run``); MONAI Label and tests that call ``monai.bundle.run`` in-process are left alone.
+    In such a process (``argv`` None) it also installs :func:`install_error_summary`, so later errors of the
+    config or the data are reported in a few lines instead of MONAI's chained tracebacks.
     The arguments ``run`` takes itself (``config_file``, ``meta_file``, ``tracking``..., read from the signatures
     of ``monai.bundle.scripts.run``, ``create_workflow`` and ``ConfigWorkflow``) are not overrides. Every other
     ``--key value`` / ``--key=value`` (and every other key of an ``--args_file``) must name an id of the merged
@@ -350,6 +426,7 @@ def check_cli_overrides(argv: Sequence[str] | None = None) -> None:
           - {_target_: scripts.utils.check_cli_overrides}
           - $@train#trainer.run()
     """
+    own_process = argv is None
     argv = list(sys.argv if argv is None else argv)
     if len(argv) < 2 or not _is_bundle_cli(argv[0]):
         return
@@ -358,6 +435,8 @@ def check_cli_overrides(argv: Sequence[str] | None = None) -> None:
         args = args[: len(args) - 1 - args[::-1].index("--")]
     if not args or args[0] != "run":
         return
+    if own_process:
+        install_error_summary()
 
     import inspect
 

@@ -33,6 +33,8 @@ _CHECKED: dict[tuple, dict] = {}
 class DataError(ValueError):
     """A problem with the user's data, found before training; the message names the file."""
 
+    brief_report = True  # ``monai.bundle run`` shows its message without a traceback (scripts.utils.error_summary)
+
 
 def _read_2d(path: Path, what: str) -> np.ndarray:
     """Read a 2D image as a (H, W) or (H, W, C) array, with a clear error for anything unreadable."""

@@ -35,10 +35,24 @@ __all__ = [
     "ProgressLogger",
     "ResumeCheckpoint",
     "StageCheckpoint",
+    "MissingWeightsError",
+    "WeightsError",
     "WeightsLoader",
     "atomic_save",
     "is_main_process",
 ]
+
+
+class MissingWeightsError(FileNotFoundError):
+    """No weights file at ``ckpt_path``."""
+
+    brief_report = True  # ``monai.bundle run`` shows its message without a traceback (scripts.utils.error_summary)
+
+
+class WeightsError(ValueError):
+    """A ``ckpt_path`` that is not a readable weights file or does not fit the config's network."""
+
+    brief_report = True
 
 
 def _unwrap(network: torch.nn.Module) -> torch.nn.Module:
@@ -102,18 +116,18 @@ class WeightsLoader:
     def __call__(self, engine: Engine | None = None) -> None:
         path = self.load_path
         if not path.is_file():
-            raise FileNotFoundError(
+            raise MissingWeightsError(
                 f"no weights at ckpt_path = {path}: train the bundle first, or pass the weights with "
                 "--ckpt_path /path/to/model.pt."
             )
         try:
             state = torch.load(path, map_location=self.map_location, weights_only=True)
         except Exception as e:
-            raise ValueError(f"ckpt_path = {path} is not a readable PyTorch weights file ({e}).") from e
+            raise WeightsError(f"ckpt_path = {path} is not a readable PyTorch weights file ({e}).") from e
         if isinstance(state, dict) and isinstance(state.get("model"), dict):
             state = state["model"]
         if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-            raise ValueError(
+            raise WeightsError(
                 f"ckpt_path = {path} holds no model weights: expected {{'model': state_dict}} or a state dict."
             )
         net = _unwrap(self.network)
@@ -126,7 +140,7 @@ class WeightsLoader:
             parts = [f"{label} {len(keys)} ({', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''})"
                      for label, keys in (("missing", missing), ("unexpected", unexpected),
                                          ("shape mismatches (checkpoint vs network)", shapes)) if keys]
-            raise ValueError(
+            raise WeightsError(
                 f"the weights in ckpt_path = {path} do not fit this config's {type(net).__name__}: "
                 f"{'; '.join(parts)}. Load them with the configs they were trained with (the same method "
                 "overlay, num_classes and network sizes)."

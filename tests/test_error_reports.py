@@ -1,0 +1,110 @@
+# Copyright (c) 2026 ssl-monai-bundles contributors
+# SPDX-License-Identifier: Apache-2.0
+"""``monai.bundle run`` reports a bad config value, input file or weights file in a few lines, not tracebacks."""
+
+from __future__ import annotations
+
+import importlib
+import shutil
+import sys
+
+import pytest
+from conftest import BUNDLES, import_bundle, run_bundle
+
+NAMES = ["switch_us", "crossmatch_3d"]
+SET_DEBUG = "\n set '_mode_=debug' to enter the debugging mode."  # the second line of MONAI's wrapper message
+
+
+def _raised(exc: BaseException, wrapper: BaseException | None = None) -> BaseException:
+    """``exc`` raised (with a traceback), and ``wrapper`` raised from it as MONAI's resolver does."""
+    try:
+        try:
+            raise exc
+        except BaseException as inner:
+            if wrapper is None:
+                raise
+            raise wrapper from inner
+    except BaseException as outer:
+        return outer
+
+
+def _utils(name: str):
+    import_bundle(name)
+    return importlib.import_module("scripts.utils")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_summary_of_wrapped_input_and_config_errors(name):
+    utils = _utils(name)
+    data_error = importlib.import_module("scripts.data").DataError
+    handlers = importlib.import_module("scripts.handlers")
+    wrapped = _raised(data_error("input image not found: /x.png"),
+                      RuntimeError("Failed to instantiate component 'scripts.data.list_images' with keywords: inputs"
+                                   + SET_DEBUG))
+    assert utils.error_summary(wrapped).splitlines() == [
+        "DataError: input image not found: /x.png",
+        "  while creating scripts.data.list_images(inputs) from the config",
+        f"  ({utils.TRACEBACK_ENV}=1 shows the full traceback)",
+    ]
+    # a bad value fails inside a library: the innermost error and the component being created
+    bad_value = _raised(ValueError("batch_size should be a positive integer value, but got batch_size=0"),
+                        RuntimeError("Failed to instantiate component 'monai.data.dataloader.DataLoader' with "
+                                     "keywords: dataset,batch_size" + SET_DEBUG))
+    assert utils.error_summary(bad_value).splitlines()[:2] == [
+        "ValueError: batch_size should be a positive integer value, but got batch_size=0",
+        "  while creating monai.data.dataloader.DataLoader(dataset, batch_size) from the config",
+    ]
+    # the bundle's own input errors are found anywhere in the chain, also under "Failed to evaluate"
+    weights = _raised(handlers.MissingWeightsError("no weights at ckpt_path = /m.pt"),
+                      RuntimeError("Failed to evaluate ConfigExpression: $@evaluator.run()"))
+    assert isinstance(weights.__cause__, FileNotFoundError)
+    assert utils.error_summary(weights).splitlines()[0] == "MissingWeightsError: no weights at ckpt_path = /m.pt"
+    assert "while creating" not in utils.error_summary(weights)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_other_errors_keep_their_traceback(name):
+    utils = _utils(name)
+    crash = _raised(RuntimeError("CUDA out of memory"), RuntimeError("Failed to evaluate ConfigExpression: $run()"))
+    assert utils.error_summary(crash) is None
+    assert utils.error_summary(_raised(ZeroDivisionError("division by zero"))) is None
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_hook_reports_briefly_and_passes_other_errors_on(name, monkeypatch, capsys):
+    utils = _utils(name)
+    seen = []
+    monkeypatch.delenv(utils.TRACEBACK_ENV, raising=False)
+    monkeypatch.setattr(sys, "excepthook", lambda *args: seen.append(args[1]))
+    utils.install_error_summary()
+    utils.install_error_summary()  # installed once
+    hook = sys.excepthook
+    assert hook.error_summary
+    error = _raised(importlib.import_module("scripts.data").DataError("empty labeled list in d.json"))
+    hook(type(error), error, error.__traceback__)
+    assert capsys.readouterr().err.startswith("DataError: empty labeled list in d.json\n") and not seen
+    other = _raised(KeyError("x"))
+    hook(type(other), other, other.__traceback__)
+    assert seen == [other]  # went to the hook that was there before
+    # SSL_BUNDLES_TRACEBACK=1 leaves Python's hook alone
+    monkeypatch.setattr(sys, "excepthook", sys.__excepthook__)
+    monkeypatch.setenv(utils.TRACEBACK_ENV, "1")
+    utils.install_error_summary()
+    assert sys.excepthook is sys.__excepthook__
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "missing"), [("switch_us", "/nonexistent/case.png"),
+                                               ("crossmatch_3d", "/nonexistent/case.nii.gz")])
+def test_a_missing_input_is_one_error_line_on_the_command_line(name, missing, tmp_path, monkeypatch):
+    b = tmp_path / name
+    shutil.copytree(BUNDLES / name, b, ignore=shutil.ignore_patterns("runs", "data", "models", "predictions", "__pycache__"))
+    monkeypatch.delenv("SSL_BUNDLES_TRACEBACK", raising=False)
+    proc = run_bundle(b, ["configs/inference.yaml"], "--input", missing, timeout=300)
+    err = proc.stderr
+    assert proc.returncode == 1, err[-3000:]
+    assert f"DataError: input {'image' if name == 'switch_us' else 'volume'} not found: {missing}\n" in err, err[-3000:]
+    assert "Traceback" not in err and "SSL_BUNDLES_TRACEBACK=1 shows the full traceback" in err
+    monkeypatch.setenv("SSL_BUNDLES_TRACEBACK", "1")
+    proc = run_bundle(b, ["configs/inference.yaml"], "--input", missing, timeout=300)
+    assert proc.returncode == 1 and "Traceback (most recent call last)" in proc.stderr and missing in proc.stderr
