@@ -140,7 +140,6 @@ def test_bad_label_values_stop_before_training(tmp_path):
     assert not list((b / "runs").rglob("checkpoint.pt")), "training started despite the bad label"
 
 
-@pytest.mark.extended
 @pytest.mark.realdata
 @pytest.mark.parametrize(("source", "configs", "extra"), [
     ("la", LA, ("--num_labeled", "4", "--test_from", "split")),

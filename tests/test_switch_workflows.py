@@ -104,7 +104,6 @@ def test_mlflow_tracking(tmp_path):
     assert any(r.data.params for r in runs)
 
 
-@pytest.mark.extended
 @pytest.mark.realdata
 @pytest.mark.parametrize("source", ["busi", "ddti", "hc18"])
 def test_real_data_workflows(tmp_path, shared_data, source):
