@@ -328,8 +328,9 @@ def run(workflows: str | Sequence[str] = "all", settings: str | Sequence[str] = 
     measurement failed (the others are written).
     """
     names = list(WORKFLOWS) if workflows == "all" else _names(workflows)
-    combos = [(w, s, p) for w in names for s in _names(settings) for p in _names(precisions)]
-    _check(names, _names(settings), _names(precisions))
+    setting_names, precision_names = _names(settings), _names(precisions)
+    _check(names, setting_names, precision_names)
+    combos = [(w, s, p) for w in names for s in setting_names for p in precision_names]
     out = Path(output)
     meta = {"machine": _machine(), "threads": threads, "date": time.strftime("%Y-%m-%d")}
     records = _earlier_records(out / "results.json", meta["machine"], replace)

@@ -420,12 +420,20 @@ def _warn_if_finer(datalist_path: Path, min_spacing_mm: float, protocol: str) ->
                        datalist_path.parent, finest, protocol, min_spacing_mm)
 
 
-def _read_rows(output: str) -> list[dict]:
-    """The result rows of a ``run`` output, each tagged with that output (``output``)."""
+def _read_output(output: str) -> dict:
+    """The ``quality.json`` of a ``run`` output, its rows tagged with that output (``output``)."""
     path = Path(output) / "quality.json"
     if not path.is_file():
         raise QualityError(f"{path} does not exist: run `python scripts/quality.py run ... --output {output}` first.")
-    return [{**r, "output": str(Path(output).expanduser().resolve())} for r in json.loads(path.read_text())["rows"]]
+    result = json.loads(path.read_text())
+    result["output"] = str(Path(output).expanduser().resolve())
+    result["rows"] = [{**r, "output": result["output"]} for r in result["rows"]]
+    return result
+
+
+def _read_rows(output: str) -> list[dict]:
+    """The result rows of a ``run`` output, each tagged with that output (``output``)."""
+    return _read_output(output)["rows"]
 
 
 def _emit(text: str, save: str | None) -> str:
@@ -449,8 +457,9 @@ def compare(output: str, base: str, save: str | None = None) -> str:
     """Method by method, the Dice of one ``run`` output against another on the same test list (AMP against fp32,
     one seed against another): both summary means, their difference, and the difference paired image by image
     with its standard error (written to ``save`` if given)."""
-    _check_one_protocol([output, base])
-    results = [{r["method"]: r for r in _read_rows(o)} for o in (output, base)]
+    loaded = [_read_output(o) for o in (output, base)]
+    _check_one_protocol(loaded)
+    results = [{r["method"]: r for r in o["rows"]} for o in loaded]
     shared = [m for m in results[0] if m in results[1]]
     if not shared:
         raise QualityError(f"{output} and {base} have no method in common.")
@@ -474,22 +483,17 @@ def _mean_se(values: Sequence[float]) -> str:
     return f"{statistics.fmean(values):+.1f} ± {statistics.stdev(values) / math.sqrt(len(values)):.1f}"
 
 
-def _check_one_protocol(outputs: Sequence[str]) -> None:
-    """Refuse outputs of different protocols or budgets; warn when they read different dataset folders."""
-    heads = []
-    for o in outputs:
-        path = Path(o) / "quality.json"
-        if not path.is_file():
-            raise QualityError(f"{path} does not exist: run `python scripts/quality.py run ... --output {o}` first.")
-        head = json.loads(path.read_text())
-        heads.append((o, head.get("protocol"), head.get("iterations_scale"), head.get("dataset_dir")))
-    for key, what in ((1, "protocols"), (2, "budgets (--iterations)")):
-        if len({h[key] for h in heads if h[key] is not None}) > 1:
+def _check_one_protocol(results: Sequence[Mapping]) -> None:
+    """Refuse ``run`` outputs (``_read_output``) of different protocols or budgets; warn on different datasets."""
+    for key, what in (("protocol", "protocols"), ("iterations_scale", "budgets (--iterations)")):
+        if len({r.get(key) for r in results if r.get(key) is not None}) > 1:
             raise QualityError(f"these outputs ran different {what}: "
-                               + "; ".join(f"{h[0]}: {h[key]}" for h in heads) + ". Compare runs of one protocol.")
-    if len({h[3] for h in heads if h[3] is not None}) > 1:
+                               + "; ".join(f"{r['output']}: {r.get(key)}" for r in results)
+                               + ". Compare runs of one protocol.")
+    folders = sorted({r["dataset_dir"] for r in results if r.get("dataset_dir")})
+    if len(folders) > 1:
         logger.warning("these outputs read different dataset folders (%s); the comparison assumes the same data",
-                       ", ".join(sorted({h[3] for h in heads if h[3]})))
+                       ", ".join(folders))
 
 
 def seeds(*outputs: str, against: str | Sequence[str] | None = None, save: str | None = None) -> str:
@@ -512,9 +516,10 @@ def seeds(*outputs: str, against: str | Sequence[str] | None = None, save: str |
     if others and len(others) != len(outputs):
         raise QualityError(f"--against needs one output per seed in the same order: {len(outputs)} outputs, "
                            f"{len(others)} to compare against.")
-    _check_one_protocol([*outputs, *others])
-    results = [{r["method"]: r["metrics"].get("dice", math.nan) for r in _read_rows(o)} for o in outputs]
-    base = [{r["method"]: r["metrics"].get("dice", math.nan) for r in _read_rows(o)} for o in others]
+    loaded = [_read_output(o) for o in [*outputs, *others]]
+    _check_one_protocol(loaded)
+    dice = [{r["method"]: r["metrics"].get("dice", math.nan) for r in o["rows"]} for o in loaded]
+    results, base = dice[: len(outputs)], dice[len(outputs) :]
     methods = [m for m in results[0] if all(m in r for r in results + base)]
     if not methods:
         raise QualityError(f"{', '.join([*outputs, *others])} have no method in common.")
