@@ -63,6 +63,28 @@ def test_summary_of_wrapped_input_and_config_errors(name):
 
 
 @pytest.mark.parametrize("name", NAMES)
+def test_an_undefined_reference_is_reported_with_the_overlay_hint(name):
+    """``configs/evaluate.yaml`` run on its own: MONAI's resolver raises from a lookup error inside ``monai.utils``."""
+    from monai.bundle import ConfigParser
+
+    utils = _utils(name)
+    parser = ConfigParser({"run": ["$@test::evaluator.run()"]})
+    with pytest.raises(ValueError) as info:
+        parser.get_parsed_content("run#0")
+    assert not utils._raised_in_monai_bundle(info.value.__cause__)  # the innermost error is not the one to show
+    assert utils.error_summary(info.value).splitlines() == [
+        "ValueError: the referring item `@test::evaluator` is not defined in the config content.",
+        f"  {utils.OVERLAY_HINT}",
+        f"  ({utils.TRACEBACK_ENV}=1 shows the full traceback)",
+    ]
+    # a missing key is summarised too, without the overlay hint
+    with pytest.raises(KeyError) as info:
+        parser["train#trainer"]
+    assert utils.error_summary(info.value).splitlines()[0] == "KeyError: 'query key: train'"
+    assert utils.OVERLAY_HINT not in utils.error_summary(info.value)
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_other_errors_keep_their_traceback(name):
     utils = _utils(name)
     crash = _raised(RuntimeError("CUDA out of memory"), RuntimeError("Failed to evaluate ConfigExpression: $run()"))
@@ -108,3 +130,14 @@ def test_a_missing_input_is_one_error_line_on_the_command_line(name, missing, tm
     monkeypatch.setenv("SSL_BUNDLES_TRACEBACK", "1")
     proc = run_bundle(b, ["configs/inference.yaml"], "--input", missing, timeout=300)
     assert proc.returncode == 1 and "Traceback (most recent call last)" in proc.stderr and missing in proc.stderr
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_an_overlay_run_on_its_own_says_what_to_run(name, monkeypatch):
+    """``configs/evaluate.yaml`` without ``configs/train.yaml``: one error line and the command to use."""
+    monkeypatch.delenv("SSL_BUNDLES_TRACEBACK", raising=False)
+    proc = run_bundle(BUNDLES / name, ["configs/evaluate.yaml"], timeout=300)
+    err = proc.stderr
+    assert proc.returncode == 1, err[-3000:]
+    assert "ValueError: the referring item `@test::evaluator` is not defined in the config content.\n" in err
+    assert "\"['configs/train.yaml','configs/evaluate.yaml']\"" in err and "Traceback" not in err, err[-3000:]

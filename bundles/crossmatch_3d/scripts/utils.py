@@ -228,6 +228,14 @@ TRACEBACK_ENV = "SSL_BUNDLES_TRACEBACK"
 """Set to 1 to get Python's full traceback instead of :func:`error_summary`'s short report."""
 
 
+_UNDEFINED_REFERENCE = "is not defined in the config content"
+OVERLAY_HINT = (
+    "if an overlay (configs/evaluate.yaml, configs/demo.yaml, a baseline) ran on its own, put the workflow it "
+    "extends first: --config_file \"['configs/train.yaml','configs/evaluate.yaml']\""
+)
+"""The hint added to an undefined-reference error, most often an overlay run on its own."""
+
+
 def _exception_chain(exc: BaseException) -> list[BaseException]:
     """``exc`` and the exceptions it was raised from (or while handling), outermost first."""
     chain: list[BaseException] = []
@@ -260,10 +268,14 @@ def error_summary(exc: BaseException) -> str | None:
     creating = [str(e).splitlines()[0].strip() for e in chain
                 if isinstance(e, RuntimeError) and str(e).startswith("Failed to instantiate component")]
     own = next((e for e in chain if getattr(type(e), "brief_report", False)), None)
-    if own is None and not creating and not _raised_in_monai_bundle(chain[-1]):
+    # MONAI's own config errors (an undefined reference, a missing key), not its "Failed to ..." wrappers
+    config = [e for e in chain if not isinstance(e, RuntimeError) and _raised_in_monai_bundle(e)]
+    if own is None and not creating and not config:
         return None
-    shown = own or chain[-1]
+    shown = own or (chain[-1] if creating or not config else config[-1])
     lines = [f"{type(shown).__name__}: {shown}"]
+    if shown is not own and not creating and _UNDEFINED_REFERENCE in str(shown):
+        lines.append(f"  {OVERLAY_HINT}")
     if creating:
         match = re.match(r"Failed to instantiate component '([^']+)'(?: with keywords: *(.*))?", creating[-1])
         target, keywords = (match.group(1), (match.group(2) or "").strip()) if match else (creating[-1], "")
