@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import json
 import subprocess
 import sys
@@ -629,6 +630,28 @@ def test_error_empty_result_and_output_checks(tmp_path: Path, switch_root: Path)
         pdt.switch(str(switch_root), str(switch_root / "prepared"), labeled_ratio=0.5)
 
 
+def test_command_line_values_are_type_checked_before_any_file_is_read(tmp_path: Path, switch_root: Path) -> None:
+    check = pdt._check_arguments
+    with pytest.raises(Error, match=r"--labeled_ratio must be float, got 'abc'"):
+        check(pdt.switch, (str(switch_root), str(tmp_path / "o")), {"labeled_ratio": "abc"})
+    with pytest.raises(Error, match=r"--seed must be int, got 2.5"):
+        check(pdt.busi, (str(switch_root), str(tmp_path / "o")), {"seed": 2.5})
+    with pytest.raises(Error, match=r"--overwrite must be bool, got 'yes'"):
+        check(pdt.busi, (str(switch_root), str(tmp_path / "o")), {"overwrite": "yes"})
+    with pytest.raises(Error, match=r"--num_classes must be int or None"):
+        check(pdt.nifti, ("o",), {"num_classes": True})
+    with pytest.raises(Error, match="unexpected keyword argument 'bogus'"):
+        check(pdt.busi, (str(switch_root), str(tmp_path / "o")), {"bogus": 1})
+    # fire reads "--output 2024" as an int and "--labeled_ratio 1" as an int: both are what the user meant
+    args, kwargs = check(pdt.switch, (str(switch_root), 2024), {"labeled_ratio": 1})
+    assert inspect.signature(pdt.switch).bind(*args, **kwargs).arguments == {
+        "source": str(switch_root), "output": "2024", "labeled_ratio": 1}
+    args, kwargs = check(pdt.nifti, ("o",), {"num_classes": None, "channel": 0})
+    assert inspect.signature(pdt.nifti).bind(*args, **kwargs).arguments == {
+        "output": "o", "num_classes": None, "channel": 0}
+    assert not (tmp_path / "o").exists()
+
+
 def test_cli_reports_errors_without_traceback(tmp_path: Path, switch_root: Path) -> None:
     bad = subprocess.run(
         [sys.executable, str(SCRIPT), "busi", "--source", str(tmp_path / "missing"), "--output", str(tmp_path / "o")],
@@ -638,6 +661,13 @@ def test_cli_reports_errors_without_traceback(tmp_path: Path, switch_root: Path)
     )
     assert bad.returncode == 2 and "missing: source folder does not exist" in bad.stderr
     assert "Traceback" not in bad.stderr
+    typo = subprocess.run(
+        [sys.executable, str(SCRIPT), "switch", "--source", str(switch_root), "--output", str(tmp_path / "o"),
+         "--labeled_ratio", "0,4"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert typo.returncode == 2 and "--labeled_ratio must be float, got (0, 4)" in typo.stderr, typo.stderr
+    assert "Traceback" not in typo.stderr and not (tmp_path / "o").exists()
     good = subprocess.run(
         [
             sys.executable,
