@@ -230,9 +230,13 @@ def package(
         PackagingError: the folder is not a bundle, weights are missing when needed, the archive exists
             without ``overwrite`` or an argument is invalid.
     """
-    src = Path(bundle).expanduser().resolve()
+    if weights is not None and not isinstance(weights, bool):
+        raise PackagingError(f"--weights must be True or False (or left out), got {weights!r}")
+    if not isinstance(overwrite, bool):
+        raise PackagingError(f"--overwrite must be True or False, got {overwrite!r}")
+    src = Path(str(bundle)).expanduser().resolve()
     meta = read_metadata(src)
-    name = name or src.name
+    name = src.name if name is None else str(name)  # python-fire reads "--name 2" as an int
     if not name or "/" in name or "\\" in name or name in {".", ".."}:
         raise PackagingError(f"invalid bundle name {name!r}")
     if hash_type not in HASH_TYPES:
@@ -272,13 +276,18 @@ def package(
             LOG.warning("%s is %.1f MB, above the Model Zoo's 25 MB limit per file (use --large_files_url)",
                         rel, size / 2**20)
 
-    out = Path(out_dir).expanduser().resolve()
+    out = Path(str(out_dir)).expanduser().resolve()
+    if out.exists() and not out.is_dir():
+        raise PackagingError(f"--out_dir {out} is a file, not a folder")
     target = out / f"{name}_v{meta['version']}.zip"
     if target.exists() and not overwrite:
         raise PackagingError(f"{target} exists; pass --overwrite True to replace it")
     if out == src or src in out.parents:
         LOG.warning("the archive is written inside the bundle folder %s", src)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise PackagingError(f"cannot create --out_dir {out}: {e.strerror or e}") from e
 
     entries = sorted([(rel, src / rel) for rel in files] + [(rel, None) for rel in extra])
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=out)

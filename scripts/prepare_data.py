@@ -40,7 +40,6 @@ command line prints its message without a traceback and exits with status 2.
 from __future__ import annotations
 
 import functools
-import inspect
 import json
 import logging
 import math
@@ -56,6 +55,8 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+
+from cli_args import checked
 
 LOG = logging.getLogger("prepare_data")
 
@@ -1802,66 +1803,13 @@ COMMANDS: dict[str, Callable[..., Path]] = {
 }
 
 
-_SCALARS = {"str": str, "int": int, "float": float, "bool": bool}
-
-
-def _typed(value: Any, hint: str, name: str) -> Any:
-    """``value`` checked against a scalar type hint (``float``, ``int | None``...); other hints pass it unchanged.
-
-    python-fire turns ``--labeled_ratio abc`` into a string and ``--name 2024`` into an int: the first is refused
-    here, before any file is read, the second becomes ``"2024"``.
-
-    Raises:
-        DatasetPreparationError: a value of the wrong type.
-    """
-    options = [part.strip() for part in hint.split("|")]
-    if value is None and "None" in options:
-        return None
-    kinds = [_SCALARS[o] for o in options if o in _SCALARS]
-    if len(kinds) != len([o for o in options if o != "None"]):
-        return value  # Any, lists...: checked by the command itself
-    if isinstance(value, bool):
-        ok = bool in kinds
-    elif isinstance(value, int):
-        ok = int in kinds or float in kinds
-    elif isinstance(value, float):
-        ok = float in kinds
-    else:
-        ok = isinstance(value, str) and str in kinds
-    if not ok and str in kinds and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return str(value)
-    if not ok:
-        wanted = " or ".join(k.__name__ for k in kinds) + (" or None" if "None" in options else "")
-        raise DatasetPreparationError(f"--{name} must be {wanted}, got {value!r}")
-    return value
-
-
-def _check_arguments(command: Callable[..., Path], args: tuple, kwargs: dict[str, Any]) -> tuple[tuple, dict]:
-    """Bind the command line to ``command``'s signature and check each scalar argument's type.
-
-    Raises:
-        DatasetPreparationError: a missing or unknown argument, or a value of the wrong type.
-    """
-    signature = inspect.signature(command)
-    try:
-        bound = signature.bind(*args, **kwargs)
-    except TypeError as exc:
-        raise DatasetPreparationError(f"{command.__name__}: {exc} (see --help)") from exc
-    for name, value in bound.arguments.items():
-        hint = signature.parameters[name].annotation
-        if isinstance(hint, str):
-            bound.arguments[name] = _typed(value, hint, name)
-    return bound.args, bound.kwargs
-
-
 def _cli(command: Callable[..., Path]) -> Callable[..., None]:
     """Wrap a command for ``fire``: arguments checked first; a preparation error exits with status 2."""
 
     @functools.wraps(command)
     def run(*args: Any, **kwargs: Any) -> None:
         try:
-            args, kwargs = _check_arguments(command, args, kwargs)
-            command(*args, **kwargs)
+            checked(command, DatasetPreparationError)(*args, **kwargs)
         except DatasetPreparationError as exc:
             LOG.error("%s", exc)
             sys.exit(2)

@@ -63,6 +63,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cli_args import checked
+
 LOG = logging.getLogger("verify_bundle")
 
 REPO = Path(__file__).resolve().parents[1]
@@ -740,7 +742,8 @@ def verify(
         config = [c for c in config.split(",") if c]
     with tempfile.TemporaryDirectory(prefix="verify_bundle_") as tmp:
         work = Path(keep_dir).expanduser().resolve() if keep_dir else Path(tmp)
-        work.mkdir(parents=True, exist_ok=True)
+        if work.exists() and not work.is_dir():
+            raise UsageError(f"--keep_dir {work} is a file, not a folder")
         if work == root or root in work.parents:
             raise UsageError("--keep_dir must be outside the bundle (the bundle is never modified)")
         verifier = BundleVerifier(
@@ -762,9 +765,13 @@ def verify(
             onnx_atol=onnx_atol,
             timeout=timeout,
         )
-        jobs = _default_jobs() if jobs is None else int(jobs)
-        if jobs < 1:
-            raise UsageError(f"--jobs must be at least 1, got {jobs}")
+        jobs = _default_jobs() if jobs is None else jobs
+        if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+            raise UsageError(f"--jobs must be a whole number of at least 1, got {jobs!r}")
+        try:
+            work.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UsageError(f"cannot create --keep_dir {work}: {e.strerror or e}") from e
         LOG.info("verifying %s: %s (%d at a time)", root, ", ".join(selected), min(jobs, len(selected)))
         results = verifier.run(selected, jobs=jobs)
     failed = [r.name for r in results if r.status == "FAIL"]
@@ -793,7 +800,7 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        results = fire.Fire(verify, command=argv, serialize=lambda _: None)
+        results = fire.Fire(checked(verify, UsageError), command=argv, serialize=lambda _: None)
     except UsageError as e:
         LOG.error("%s", e)
         return 2

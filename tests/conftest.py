@@ -23,6 +23,10 @@ BUNDLES = REPO / "bundles"
 SHARED_DATA = REPO.parent / "shared" / "data"
 SCHEMA = REPO.parent / "shared" / "monai" / "meta_schema_20240725.json"
 
+# the repository's tools run as files and import their sibling ``cli_args``; tests load them with importlib
+if str(REPO / "scripts") not in sys.path:
+    sys.path.append(str(REPO / "scripts"))
+
 
 def import_bundle(name: str):
     """Import and return the ``scripts`` package of ``bundles/<name>``, unloading any other one."""

@@ -140,6 +140,15 @@ def test_packaging_errors_are_clear(switch_scratch, tmp_path):
     again = _tool(PACKAGE, switch_scratch, "--out_dir", out)
     assert again.returncode == 2 and "--overwrite True" in _output(again) and "Traceback" not in _output(again)
     assert _tool(PACKAGE, switch_scratch, "--out_dir", out, "--overwrite", "True").returncode == 0
+    # "--overwrite no" is a (true) string to python-fire: refused, the archive stays as it is
+    archive = next(out.glob("*.zip"))
+    before = archive.read_bytes()
+    for flag, value in [("--overwrite", "no"), ("--weights", "maybe")]:
+        proc = _tool(PACKAGE, switch_scratch, "--out_dir", out, flag, value)
+        assert proc.returncode == 2 and f"{flag} must be True or False" in _output(proc), _output(proc)
+    assert archive.read_bytes() == before
+    proc = _tool(PACKAGE, switch_scratch, "--out_dir", archive)
+    assert proc.returncode == 2 and "is a file, not a folder" in _output(proc) and "Traceback" not in _output(proc)
 
     not_bundle = tmp_path / "not_a_bundle"
     not_bundle.mkdir()
@@ -242,7 +251,18 @@ def test_verify_usage_errors(switch_copy, tmp_path):
     proc = _tool(VERIFY, tmp_path / "absent_bundle")
     assert proc.returncode == 2 and "is not a folder" in _output(proc)
     proc = _tool(VERIFY, switch_copy, "--checks", "files", "--jobs", "0")
-    assert proc.returncode == 2 and "--jobs must be at least 1" in _output(proc)
+    assert proc.returncode == 2 and "--jobs must be a whole number of at least 1, got 0" in _output(proc)
+    # values of the wrong type are refused in one line before any check runs
+    for flag, value, message in [("--jobs", "abc", "--jobs must be int or None, got 'abc'"),
+                                 ("--random_weights", "yes", "--random_weights must be bool, got 'yes'"),
+                                 ("--rtol", "abc", "--rtol must be float, got 'abc'")]:
+        proc = _tool(VERIFY, switch_copy, "--checks", "net_in_out", flag, value)
+        assert proc.returncode == 2 and message in _output(proc) and "Traceback" not in _output(proc), _output(proc)
+    # --keep_dir: a file, or a folder inside the bundle, is refused, and nothing is created in the bundle
+    proc = _tool(VERIFY, switch_copy, "--checks", "files", "--keep_dir", switch_copy / "configs" / "train.yaml")
+    assert proc.returncode == 2 and "is a file, not a folder" in _output(proc)
+    proc = _tool(VERIFY, switch_copy, "--checks", "files", "--keep_dir", switch_copy / "exports")
+    assert proc.returncode == 2 and "outside the bundle" in _output(proc) and not (switch_copy / "exports").exists()
 
 
 def test_verify_reports_the_cause_of_a_wrapped_error():

@@ -631,7 +631,11 @@ def test_error_empty_result_and_output_checks(tmp_path: Path, switch_root: Path)
 
 
 def test_command_line_values_are_type_checked_before_any_file_is_read(tmp_path: Path, switch_root: Path) -> None:
-    check = pdt._check_arguments
+    import cli_args
+
+    def check(command, args, kwargs):
+        return cli_args.check_arguments(command, args, kwargs, Error)
+
     with pytest.raises(Error, match=r"--labeled_ratio must be float, got 'abc'"):
         check(pdt.switch, (str(switch_root), str(tmp_path / "o")), {"labeled_ratio": "abc"})
     with pytest.raises(Error, match=r"--seed must be int, got 2.5"):
