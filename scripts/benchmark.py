@@ -37,6 +37,8 @@ from pathlib import Path
 import fire
 import torch
 
+from cli_args import checked
+
 REPO = Path(__file__).resolve().parents[1]
 logger = logging.getLogger("benchmark")
 
@@ -79,6 +81,14 @@ def _check(workflows: Sequence[str], settings: Sequence[str], precisions: Sequen
         if bad or not values:
             raise BenchmarkError(f"unknown {kind} {', '.join(map(repr, bad)) or '(none given)'}; "
                                  f"choose from {', '.join(choices)}")
+
+
+def _check_counts(**counts: int) -> None:
+    """Raise :class:`BenchmarkError` for a count below its minimum: ``warmup`` may be 0, the others at least 1."""
+    for key, value in counts.items():
+        least = 0 if key == "warmup" else 1
+        if value < least:
+            raise BenchmarkError(f"--{key} must be at least {least}, got {value}")
 
 
 def _import_bundle(name: str):
@@ -224,6 +234,7 @@ def _build(workflow: str, setting: str, precision: str, device: str | None, thre
     figures are those of a bundle run.
     """
     _check([workflow], [setting], [precision])
+    _check_counts(threads=threads)
     torch.set_num_threads(int(threads))
     torch.manual_seed(0)
     _import_bundle(WORKFLOWS[workflow][0])
@@ -247,6 +258,7 @@ def profile(workflow: str, setting: str = "published", precision: str = "amp", d
 
     Writes ``<output>/profile_<workflow>_<setting>_<precision>.txt`` (operators by self time) and returns it.
     """
+    _check_counts(steps=steps, top=top)
     step, _, _, dev = _build(workflow, setting, precision, device, threads, keep_freed_memory)
     step()  # warm-up: one-off allocations and kernel selection
     activities = [torch.profiler.ProfilerActivity.CPU] + (
@@ -276,6 +288,7 @@ def one(workflow: str, setting: str = "published", precision: str = "amp", devic
 def measure(workflow: str, setting: str = "published", precision: str = "amp", device: str | None = None,
             threads: int = 2, warmup: int = 2, repeats: int = 5, keep_freed_memory: bool = True) -> dict:
     """Measure one workflow at one setting and precision in this process and return its record."""
+    _check_counts(warmup=warmup, repeats=repeats)
     step, info, cfg, dev = _build(workflow, setting, precision, device, threads, keep_freed_memory)
     times, faults = _time(step, warmup, repeats, dev)
     record = {
@@ -330,6 +343,7 @@ def run(workflows: str | Sequence[str] = "all", settings: str | Sequence[str] = 
     names = list(WORKFLOWS) if workflows == "all" else _names(workflows)
     setting_names, precision_names = _names(settings), _names(precisions)
     _check(names, setting_names, precision_names)
+    _check_counts(threads=threads, warmup=warmup, repeats=repeats, timeout=timeout)
     combos = [(w, s, p) for w in names for s in setting_names for p in precision_names]
     out = Path(output)
     meta = {"machine": _machine(), "threads": threads, "date": time.strftime("%Y-%m-%d")}
@@ -437,7 +451,8 @@ def to_markdown(records: list[dict], meta: dict) -> str:
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     try:
-        fire.Fire({"run": run, "one": one, "profile": profile})
+        fire.Fire({"run": checked(run, BenchmarkError), "one": checked(one, BenchmarkError),
+                   "profile": checked(profile, BenchmarkError)})
     except BenchmarkError as e:
         logger.error("%s", e)
         sys.exit(2)

@@ -72,9 +72,15 @@ def check_arguments(
     except TypeError as exc:
         raise error(f"{function.__name__}: {exc} (see --help)") from exc
     for name, value in bound.arguments.items():
-        hint = signature.parameters[name].annotation
-        if isinstance(hint, str):
-            bound.arguments[name] = _typed(value, hint, name, error)
+        parameter = signature.parameters[name]
+        if not isinstance(parameter.annotation, str):
+            continue
+        if parameter.kind is parameter.VAR_POSITIONAL:  # *outputs: str
+            bound.arguments[name] = tuple(_typed(v, parameter.annotation, name, error) for v in value)
+        elif parameter.kind is parameter.VAR_KEYWORD:
+            bound.arguments[name] = {k: _typed(v, parameter.annotation, k, error) for k, v in value.items()}
+        else:
+            bound.arguments[name] = _typed(value, parameter.annotation, name, error)
     return bound.args, bound.kwargs
 
 

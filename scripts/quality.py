@@ -59,6 +59,8 @@ from pathlib import Path
 
 import fire
 
+from cli_args import checked
+
 REPO = Path(__file__).resolve().parents[1]
 logger = logging.getLogger("quality")
 
@@ -548,7 +550,8 @@ def seeds(*outputs: str, against: str | Sequence[str] | None = None, save: str |
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
-        fire.Fire({"run": run, "table": table, "compare": compare, "seeds": seeds}, serialize=lambda _: None)
+        commands = {"run": run, "table": table, "compare": compare, "seeds": seeds}
+        fire.Fire({key: checked(fn, QualityError) for key, fn in commands.items()}, serialize=lambda _: None)
     except QualityError as e:
         logger.error("%s", e)
         sys.exit(2)

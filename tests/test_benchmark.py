@@ -54,6 +54,19 @@ def test_bad_arguments(args, message):
         benchmark.measure(*args)
 
 
+@pytest.mark.parametrize(("call", "message"), [
+    (lambda out: benchmark.measure("infer2d", "demo", "fp32", threads=0), "--threads must be at least 1, got 0"),
+    (lambda out: benchmark.measure("infer2d", "demo", "fp32", repeats=0), "--repeats must be at least 1, got 0"),
+    (lambda out: benchmark.measure("infer2d", "demo", "fp32", warmup=-1), "--warmup must be at least 0, got -1"),
+    (lambda out: benchmark.profile("infer2d", "demo", "fp32", steps=0, output=out), "--steps must be at least 1"),
+    (lambda out: benchmark.run(workflows="infer2d", timeout=0, output=out), "--timeout must be at least 1, got 0"),
+])
+def test_counts_are_checked_before_measuring(call, message, tmp_path):
+    with pytest.raises(benchmark.BenchmarkError, match=message):
+        call(str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+
 def test_run_checks_every_name_before_measuring_anything(tmp_path):
     with pytest.raises(benchmark.BenchmarkError, match="unknown workflow 'nope', 'swich'"):
         benchmark.run(workflows="infer2d,nope,swich", output=str(tmp_path / "out"))
@@ -68,6 +81,11 @@ def test_cli_reports_bad_arguments_in_one_line_with_exit_status_2(tmp_path):
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "unknown workflow 'nope'" in proc.stderr and "Traceback" not in proc.stderr
     assert not list(tmp_path.iterdir())
+    # python-fire passes "abc" on as a string: refused by the type hint, before any measurement starts
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "benchmark.py"), "run", "--threads", "abc",
+                           "--output", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "--threads must be int, got 'abc'" in proc.stderr, proc.stderr[-2000:]
+    assert "measuring" not in proc.stderr and not list(tmp_path.iterdir())
 
 
 def test_failed_measurements_fail_the_run_and_write_nothing(tmp_path):

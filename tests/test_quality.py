@@ -185,6 +185,13 @@ def test_bad_arguments_are_clear(tmp_path):
     proc = subprocess.run([sys.executable, str(REPO / "scripts" / "quality.py"), "run", "us2d", str(tmp_path / "x"),
                            str(tmp_path / "o")], capture_output=True, text=True)
     assert proc.returncode == 2 and "no datalist.json" in proc.stderr and "Traceback" not in proc.stderr
+    # "--amp maybe" was a true string: the run started in AMP; "--iterations abc" ended in a TypeError
+    for flag, value, message in (("--amp", "maybe", "--amp must be bool, got 'maybe'"),
+                                 ("--iterations", "abc", "--iterations must be float, got 'abc'")):
+        proc = subprocess.run([sys.executable, str(REPO / "scripts" / "quality.py"), "run", "us2d", str(tmp_path),
+                               str(tmp_path / "o"), flag, value], capture_output=True, text=True)
+        assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert not (tmp_path / "o").exists()
 
 
 def test_la_protocol_warns_on_full_resolution_data(tmp_path, caplog):

@@ -1,0 +1,60 @@
+# Copyright (c) 2026 ssl-monai-bundles contributors
+# SPDX-License-Identifier: Apache-2.0
+"""``scripts/cli_args.py``: a python-fire command line checked against the command's type hints."""
+
+from __future__ import annotations
+
+import pytest
+
+import cli_args  # scripts/, put on sys.path by conftest
+
+
+class UsageError(ValueError):
+    pass
+
+
+CALLS: list[str] = []
+
+
+def command(source: str, *outputs: str, ratio: float = 0.1, seed: int | None = None, overwrite: bool = False,
+            names: str | list[str] | None = None, **extra: int) -> dict:
+    """A command with the kinds of hints the tools use."""
+    CALLS.append(source)
+    return {"source": source, "outputs": outputs, "ratio": ratio, "seed": seed, "overwrite": overwrite,
+            "names": names, "extra": extra}
+
+
+def _call(*args, **kwargs) -> dict:
+    return cli_args.checked(command, UsageError)(*args, **kwargs)
+
+
+def test_values_of_the_hinted_type_pass_and_numbers_for_strings_become_strings():
+    got = _call("src", "o1", 2024, ratio=1, seed=None, overwrite=True, names=["a", 3], n=2)
+    assert got == {"source": "src", "outputs": ("o1", "2024"), "ratio": 1, "seed": None, "overwrite": True,
+                   "names": ["a", 3], "extra": {"n": 2}}
+    assert _call(7)["source"] == "7" and _call("s", ratio=0.25, seed=3)["seed"] == 3
+
+
+@pytest.mark.parametrize(("args", "kwargs", "message"), [
+    (("s",), {"ratio": "abc"}, "--ratio must be float, got 'abc'"),
+    (("s",), {"ratio": (0, 4)}, r"--ratio must be float, got \(0, 4\)"),  # fire reads "0,4" as a tuple
+    (("s",), {"ratio": True}, "--ratio must be float, got True"),
+    (("s",), {"seed": 2.5}, "--seed must be int or None, got 2.5"),
+    (("s",), {"seed": False}, "--seed must be int or None, got False"),
+    (("s",), {"overwrite": "no"}, "--overwrite must be bool, got 'no'"),
+    (("s", True), {}, "--outputs must be str, got True"),
+    (("s",), {"n": "x"}, "--n must be int, got 'x'"),
+    ((), {}, "command: missing a required argument: 'source'"),
+])
+def test_wrong_values_are_refused_before_the_command_runs(args, kwargs, message):
+    CALLS.clear()
+    with pytest.raises(UsageError, match=message):
+        _call(*args, **kwargs)
+    assert not CALLS
+
+
+def test_the_wrapper_keeps_the_signature_and_docstring_for_help():
+    import inspect
+
+    wrapped = cli_args.checked(command, UsageError)
+    assert inspect.signature(wrapped) == inspect.signature(command) and wrapped.__doc__ == command.__doc__
