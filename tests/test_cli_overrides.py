@@ -83,13 +83,17 @@ def test_other_command_lines_are_left_alone(name, monkeypatch):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_the_check_is_the_first_step_of_every_run(name):
+def test_the_check_is_the_first_step_of_every_workflow(name):
+    """First of ``initialize`` (before ``set_determinism(seed=@seed)`` reads an override), else of ``run``."""
     workflows = []
+    check = {"_target_": "scripts.utils.check_cli_overrides"}
     for path in sorted((BUNDLES / name / "configs").glob("*.yaml")):
         config = yaml.safe_load(path.read_text())
+        if "initialize" in config:
+            assert config["initialize"][0] == check, path
         if "run" in config:
             workflows.append(path.name)
-            assert config["run"][0] == {"_target_": "scripts.utils.check_cli_overrides"}, path
+            assert config["initialize"][0] == check if "initialize" in config else config["run"][0] == check, path
     assert {"train.yaml", "inference.yaml", "evaluate.yaml", "multi_gpu_train.yaml"} <= set(workflows)
 
 
@@ -117,3 +121,22 @@ def test_a_lowercase_boolean_is_refused(name, monkeypatch):
     with pytest.raises(ValueError, match="--amp no: this key takes"):
         check([MAIN, "run", "--config_file", DEMO, "--amp=no"])
     check([MAIN, "run", "--config_file", DEMO, "--amp", "False", "--run_name", "false"])  # a str key may say "false"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_value_of_another_type_than_the_configs_is_refused(name, monkeypatch):
+    """``--amp maybe`` trained in AMP (a string is true), ``--seed abc`` failed inside ``set_determinism``."""
+    check = _check(name, monkeypatch)
+    for args, message in [(["--amp", "maybe"], "--amp 'maybe': this key takes True or False"),
+                          (["--amp", "1"], "--amp 1: this key takes True or False"),
+                          (["--seed", "abc"], "--seed 'abc': this key takes a whole number"),
+                          (["--batch_size", "2.5"], "--batch_size 2.5: this key takes a whole number"),
+                          (["--learning_rate", "abc"], "--learning_rate 'abc': this key takes a number"),
+                          (["--run_name", "2"], "--run_name 2: this key takes a string: quote the number, "
+                                                "--run_name \"'2'\"")]:
+        with pytest.raises(ValueError) as err:  # train.yaml: literal defaults (the demo's batch_size is an expression)
+            check([MAIN, "run", "--config_file", "configs/train.yaml", *args])
+        assert str(err.value).startswith(message), str(err.value)
+    # the same types pass, an int for a float too; expressions, references and None are not checked
+    check([MAIN, "run", "--config_file", DEMO, "--amp", "True", "--seed", "3", "--learning_rate", "1",
+           "--batch_size", "$2 * 2", "--run_name", "'2'", "--max_epochs", "@seed", "--dataset_dir", "None"])

@@ -336,6 +336,28 @@ def _fire_keyword_args(args: Sequence[str], run_params: set[str]) -> dict[str, s
     return pairs
 
 
+def _override_type_problem(default: Any, value: Any, key: str = "key") -> str | None:
+    """Why ``value`` cannot override a config's literal ``default`` (bool, int, float or str), or None when it can.
+
+    Expressions and references (``$...``, ``@...``, ``%...``), None and defaults of other kinds are not checked;
+    an int is a valid float, a bool is neither; a string default accepts a bool (``channels_last: auto``) but not a
+    number, which python-fire made of digits (``--run_name 2``) and which the config would add to a string.
+    """
+    if value is None or (isinstance(value, str) and value.strip()[:1] in ("$", "@", "%")):
+        return None
+    if isinstance(default, str) and default.strip()[:1] in ("$", "@", "%"):
+        return None
+    if isinstance(default, bool):
+        return None if isinstance(value, bool) else "this key takes True or False (a string is always true)"
+    if isinstance(default, int):
+        return None if isinstance(value, int) and not isinstance(value, bool) else "this key takes a whole number"
+    if isinstance(default, float):
+        return None if isinstance(value, (int, float)) and not isinstance(value, bool) else "this key takes a number"
+    if isinstance(default, str) and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return f"this key takes a string: quote the number, --{key} \"'{value}'\""
+    return None
+
+
 def _fire_value(value: Any) -> Any:
     """A command-line value as python-fire parses it (a Python literal where it is one, else the string)."""
     if not isinstance(value, str):
@@ -386,11 +408,12 @@ def _override_is_known(parser: Any, key: str, sep: str) -> bool:
 
 
 def check_cli_overrides(argv: Sequence[str] | None = None) -> None:
-    """Refuse a ``python -m monai.bundle run`` override that names no key of the config files.
+    """Refuse a ``python -m monai.bundle run`` override that names no key of the config files, or of the wrong type.
 
     ``monai.bundle run --lerning_rate 0.1`` would silently add a new key ``lerning_rate`` and train with the
-    default learning rate. The workflow configs call this function as the first item of ``run``, so a misspelt
-    key stops the run before any data are read or any output folder is created.
+    default learning rate; ``--amp maybe`` would reach the config as the string "maybe", which is true. The
+    workflow configs call this function as the first item of ``initialize`` (of ``run`` in an overlay that has no
+    ``initialize``), so such an override stops the run before any data are read or any output folder is created.
 
     It does nothing unless this process is a ``monai.bundle run`` command line (``argv[0]`` is
     ``monai/bundle/__main__.py``, as under ``python -m monai.bundle`` and ``torchrun -m monai.bundle``, and the
@@ -402,21 +425,24 @@ def check_cli_overrides(argv: Sequence[str] | None = None) -> None:
     ``--key value`` / ``--key=value`` (and every other key of an ``--args_file``) must name an id of the merged
     ``--config_file`` files (``#`` or ``::`` separated, list indices included, e.g.
     ``train#handlers#7#_disabled_``), a new entry of a dict they define (``--network_def#n_filters 8``), a
-    ``_meta_`` id, or a key that ``--tracking`` adds (``tracking_uri``, ``experiment_name``...).
+    ``_meta_`` id, or a key that ``--tracking`` adds (``tracking_uri``, ``experiment_name``...). A value for a key
+    whose config value is a literal bool, int, float or string must have that type (an int for a float); values
+    that are ``$`` expressions or ``@`` references, None, and keys whose config value is an expression are not
+    checked.
 
     Args:
         argv: the command line to check; ``sys.argv`` when None. Relative config paths are read from the
             current working directory, as ``monai.bundle run`` reads them.
 
     Raises:
-        ValueError: an override names an unknown key. The message names each such key with the closest known
-            ids and the config files, and tells how to list their keys.
+        ValueError: an override names an unknown key (the message names each such key with the closest known
+            ids and the config files, and tells how to list their keys), or has a value of another type.
 
     Example::
 
-        run:
+        initialize:
           - {_target_: scripts.utils.check_cli_overrides}
-          - $@train#trainer.run()
+          - $monai.utils.set_determinism(seed=@seed)
     """
     own_process = argv is None
     argv = list(sys.argv if argv is None else argv)
@@ -480,7 +506,7 @@ def check_cli_overrides(argv: Sequence[str] | None = None) -> None:
             if key not in parser:
                 parser[key] = value
 
-    unknown, strings = [], []
+    unknown, strings, mistyped = [], [], []
     for key, source in overrides.items():
         id_ = str(key).replace("#", ID_SEP_KEY)
         if _override_is_known(parser, id_, ID_SEP_KEY):
@@ -489,6 +515,8 @@ def check_cli_overrides(argv: Sequence[str] | None = None) -> None:
                 value.strip().lower() in _BOOL_WORDS
             ):
                 strings.append(f"--{key} {value}")
+            elif id_ in parser and (problem := _override_type_problem(parser[id_], value, str(key))):
+                mistyped.append(f"--{key} {value!r}: {problem}")
             continue
         sep = ID_SEP_KEY if ID_SEP_KEY in str(key) else "#"
         close = difflib.get_close_matches(str(key), _config_ids(parser.get(), "", sep), n=3, cutoff=0.6)
@@ -499,6 +527,12 @@ def check_cli_overrides(argv: Sequence[str] | None = None) -> None:
             f"{', '.join(strings)}: {'these keys take' if len(strings) > 1 else 'this key takes'} True or False "
             "(capitalised, as Python writes them); python-fire passes any other spelling on as a string, which is "
             "always true."
+        )
+    if mistyped:
+        raise ValueError(
+            f"{'; '.join(mistyped)}. python-fire passes a value that is not a Python literal (True, 3, 0.5, [1, 2], "
+            "'text') on as a string, which the config would use as it is; '$' expressions and '@' references are not "
+            "checked"
         )
     if not unknown:
         return
