@@ -1806,10 +1806,12 @@ COMMANDS: dict[str, Callable[..., Path]] = {
 def _cli(command: Callable[..., Path]) -> Callable[..., None]:
     """Wrap a command for ``fire``: arguments checked first; a preparation error exits with status 2."""
 
+    checked_command = checked(command, DatasetPreparationError)
+
     @functools.wraps(command)
     def run(*args: Any, **kwargs: Any) -> None:
         try:
-            checked(command, DatasetPreparationError)(*args, **kwargs)
+            checked_command(*args, **kwargs)
         except DatasetPreparationError as exc:
             LOG.error("%s", exc)
             sys.exit(2)

@@ -252,7 +252,7 @@ class StageCheckpoint:
 
     When the run ends and the self-training stage's best validation score is below the pre-training stage's, it
     logs a warning naming both: self-training made the model worse on the validation images (on DDTI with 5
-    labelled images this happened in 2 of 5 seeds, which were the two where Switch did not beat supervised-only).
+    labelled images this happened in 2 of 5 seeds, the two where Switch gained least: +0.2 and -3.2 Dice points).
     ``model.pt`` keeps the self-training weights, as the Switch paper's protocol does, unless ``keep_best_stage``
     is set: then it holds whichever stage's best weights scored higher on validation.
 
@@ -280,12 +280,12 @@ class StageCheckpoint:
         keep_best_stage: bool = False,
     ) -> None:
         self.validator = validator
-        self.keep_best_stage = bool(keep_best_stage)
         self.network = network
         self.optimizer = optimizer
         self.save_dir = Path(save_dir)
         self.metric_name = metric_name
         self.filenames = {"pretrain": pretrain_filename, "selftrain": filename}
+        self.keep_best_stage = bool(keep_best_stage)
         self.best: dict[str, dict] = {}
         self._pretrain_state: dict | None = None
         self._trainer: Engine | None = None

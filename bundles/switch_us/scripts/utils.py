@@ -252,9 +252,9 @@ def error_summary(exc: BaseException) -> str | None:
     config = [e for e in chain if not isinstance(e, RuntimeError) and _raised_in_monai_bundle(e)]
     if own is None and not creating and not config:
         return None
-    shown = own or (chain[-1] if creating or not config else config[-1])
+    shown = own or (chain[-1] if creating else config[-1])
     lines = [f"{type(shown).__name__}: {shown}"]
-    if shown is not own and not creating and _UNDEFINED_REFERENCE in str(shown):
+    if not creating and _UNDEFINED_REFERENCE in str(shown):
         lines.append(f"  {OVERLAY_HINT}")
     if creating:
         match = re.match(r"Failed to instantiate component '([^']+)'(?: with keywords: *(.*))?", creating[-1])
@@ -336,25 +336,34 @@ def _fire_keyword_args(args: Sequence[str], run_params: set[str]) -> dict[str, s
     return pairs
 
 
-def _override_type_problem(default: Any, value: Any, key: str = "key") -> str | None:
-    """Why ``value`` cannot override a config's literal ``default`` (bool, int, float or str), or None when it can.
+def _is_expression(value: Any) -> bool:
+    """Whether a config or override value is a ``$`` expression, an ``@`` reference or a ``%`` macro."""
+    return isinstance(value, str) and value.strip()[:1] in ("$", "@", "%")
 
-    Expressions and references (``$...``, ``@...``, ``%...``), None and defaults of other kinds are not checked;
-    an int is a valid float, a bool is neither; a string default accepts a bool (``channels_last: auto``) but not a
-    number, which python-fire made of digits (``--run_name 2``) and which the config would add to a string.
+
+def _override_type_problem(default: Any, value: Any, key: str) -> str | None:
+    """``--key value: why`` when ``value`` cannot override a config's literal ``default``, else None.
+
+    python-fire passes a value that is not a Python literal on as a string (``--amp false``, ``--seed abc``), which
+    the config would use as it is. Expressions, references, None and defaults other than a literal bool, int, float
+    or str are not checked; an int is a valid float, a bool is neither; a string default accepts a bool
+    (``channels_last: auto``) but not a number, which python-fire made of digits (``--run_name 2``).
     """
-    if value is None or (isinstance(value, str) and value.strip()[:1] in ("$", "@", "%")):
+    if value is None or _is_expression(value) or _is_expression(default):
         return None
-    if isinstance(default, str) and default.strip()[:1] in ("$", "@", "%"):
-        return None
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
     if isinstance(default, bool):
-        return None if isinstance(value, bool) else "this key takes True or False (a string is always true)"
+        if isinstance(value, bool):
+            return None
+        if isinstance(value, str) and value.strip().lower() in _BOOL_WORDS:
+            return f"--{key} {value}: this key takes True or False (capitalised, as Python writes them)"
+        return f"--{key} {value!r}: this key takes True or False (a string is always true)"
     if isinstance(default, int):
-        return None if isinstance(value, int) and not isinstance(value, bool) else "this key takes a whole number"
+        return None if number and isinstance(value, int) else f"--{key} {value!r}: this key takes a whole number"
     if isinstance(default, float):
-        return None if isinstance(value, (int, float)) and not isinstance(value, bool) else "this key takes a number"
-    if isinstance(default, str) and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return f"this key takes a string: quote the number, --{key} \"'{value}'\""
+        return None if number else f"--{key} {value!r}: this key takes a number"
+    if isinstance(default, str) and number:
+        return f"--{key} {value!r}: this key takes a string: quote the number, --{key} \"'{value}'\""
     return None
 
 
@@ -506,28 +515,18 @@ def check_cli_overrides(argv: Sequence[str] | None = None) -> None:
             if key not in parser:
                 parser[key] = value
 
-    unknown, strings, mistyped = [], [], []
+    unknown, mistyped = [], []
     for key, source in overrides.items():
         id_ = str(key).replace("#", ID_SEP_KEY)
         if _override_is_known(parser, id_, ID_SEP_KEY):
             value = _fire_value(cli[key]) if source == "the command line" else file_args.get(key)
-            if id_ in parser and isinstance(parser[id_], bool) and isinstance(value, str) and (
-                value.strip().lower() in _BOOL_WORDS
-            ):
-                strings.append(f"--{key} {value}")
-            elif id_ in parser and (problem := _override_type_problem(parser[id_], value, str(key))):
-                mistyped.append(f"--{key} {value!r}: {problem}")
+            if id_ in parser and (problem := _override_type_problem(parser[id_], value, str(key))):
+                mistyped.append(problem)
             continue
         sep = ID_SEP_KEY if ID_SEP_KEY in str(key) else "#"
         close = difflib.get_close_matches(str(key), _config_ids(parser.get(), "", sep), n=3, cutoff=0.6)
         hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
         unknown.append(f"{key!r} given {'on' if source == 'the command line' else 'in'} {source}{hint}")
-    if strings:  # python-fire passes `--amp false` on as the string "false", which a config reads as true
-        raise ValueError(
-            f"{', '.join(strings)}: {'these keys take' if len(strings) > 1 else 'this key takes'} True or False "
-            "(capitalised, as Python writes them); python-fire passes any other spelling on as a string, which is "
-            "always true."
-        )
     if mistyped:
         raise ValueError(
             f"{'; '.join(mistyped)}. python-fire passes a value that is not a Python literal (True, 3, 0.5, [1, 2], "
