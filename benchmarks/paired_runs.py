@@ -23,8 +23,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import fire
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+from cli_args import fire_cli  # noqa: E402 - the repository's scripts folder, put on the path above
 
 
 def read_scalars(run_dir: Path, *tags: str) -> dict[str, dict[int, float]]:
@@ -108,7 +110,7 @@ def compare(pattern_a: str, pattern_b: str, seeds: int | str | Sequence[int],
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
-        fire.Fire(compare, serialize=lambda _: None)
+        fire_cli(compare, ValueError, serialize=lambda _: None)
     except (FileNotFoundError, KeyError, ValueError) as e:
         # KeyError's str() quotes its message: use its argument
         logging.getLogger("paired_runs").error("%s", e.args[0] if isinstance(e, KeyError) and e.args else e)

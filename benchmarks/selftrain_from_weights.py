@@ -27,10 +27,12 @@ import shutil
 import sys
 from pathlib import Path
 
-import fire
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))
+from cli_args import fire_cli  # noqa: E402 - the repository's scripts folder, put on the path above
+
 VARIANTS = ("amp", "fp32")
 
 
@@ -88,4 +90,4 @@ def main(
 
 
 if __name__ == "__main__":
-    fire.Fire(main)
+    fire_cli(main, SystemExit)

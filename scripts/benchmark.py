@@ -34,10 +34,9 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import fire
 import torch
 
-from cli_args import checked
+from cli_args import fire_cli
 
 REPO = Path(__file__).resolve().parents[1]
 logger = logging.getLogger("benchmark")
@@ -451,8 +450,7 @@ def to_markdown(records: list[dict], meta: dict) -> str:
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     try:
-        fire.Fire({"run": checked(run, BenchmarkError), "one": checked(one, BenchmarkError),
-                   "profile": checked(profile, BenchmarkError)})
+        fire_cli({"run": run, "one": one, "profile": profile}, BenchmarkError)
     except BenchmarkError as e:
         logger.error("%s", e)
         sys.exit(2)

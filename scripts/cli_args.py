@@ -7,16 +7,23 @@ tuple) and leaves anything else a string, without looking at the function's type
 reaches the function as ``'abc'`` and fails deep inside it, and ``--overwrite no`` is a true string. The
 repository's tools (run as files, so this module is found beside them) wrap their commands with :func:`checked`
 to refuse such values in one line before any work starts.
+
+fire also calls a function with the options it knows and only then reports one it does not: ``quality.py run ...
+--iteration 0.5`` would train the whole protocol at the default budget before saying ``Could not consume arg:
+--iteration``. :func:`fire_cli` runs the checked commands after :func:`check_options` has refused such options.
 """
 
 from __future__ import annotations
 
+import difflib
 import functools
 import inspect
-from collections.abc import Callable
+import re
+import sys
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-__all__ = ["check_arguments", "checked"]
+__all__ = ["check_arguments", "check_options", "checked", "fire_cli"]
 
 _SCALARS = {"str": str, "int": int, "float": float, "bool": bool}
 
@@ -93,3 +100,82 @@ def checked(function: Callable[..., Any], error: type[Exception] = ValueError) -
         return function(*args, **kwargs)
 
     return call
+
+
+def _option_problem(function: Callable[..., Any], token: str) -> str | None:
+    """Why ``token`` (``--name``, ``--name=value``, ``-n``) names no option of ``function`` for fire, or None."""
+    parameters = inspect.signature(function).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        return None
+    names = [n for n, p in parameters.items() if p.kind is not p.VAR_POSITIONAL]
+    if re.fullmatch(r"-[A-Za-z]", token):  # fire's short form: the one option starting with that letter
+        matching = [n for n in names if n.startswith(token[1])]
+        if token == "-h" or len(matching) == 1:
+            return None
+        what = f"is ambiguous ({', '.join('--' + n for n in matching)})" if matching else "matches no option"
+        return f"{token} {what}"
+    if not token.startswith("--") or len(token) == 2:
+        return None  # a value, or fire's separator
+    key = token[2:].partition("=")[0].replace("-", "_")
+    if key in names or key == "help" or (key.startswith("no") and key[2:] in names):  # --noamp: amp False
+        return None
+    close = difflib.get_close_matches(key, names, n=1)
+    return f"unknown option --{key}" + (f"; did you mean --{close[0]}?" if close else "")
+
+
+def check_options(
+    commands: Callable[..., Any] | Mapping[str, Callable[..., Any]], argv: Sequence[str], error: type[Exception]
+) -> None:
+    """Refuse a command line with an option its command does not take, before fire runs the command.
+
+    Args:
+        commands: the function fire calls, or the mapping of command names to functions (``argv[0]`` names one).
+        argv: the command line without the program name; fire's own flags after a lone ``--`` are not checked.
+        error: the exception class the tool reports in one line.
+
+    Raises:
+        error: naming the option, the closest one the command takes, and all of them.
+    """
+    args = list(argv)
+    if "--" in args:
+        args = args[: len(args) - 1 - args[::-1].index("--")]
+    if isinstance(commands, Mapping):
+        if not args or args[0] not in commands:
+            return  # fire names the commands
+        function, args = commands[args[0]], args[1:]
+    else:
+        function = commands
+    for token in args:
+        problem = _option_problem(function, token)
+        if problem:
+            options = [n for n, p in inspect.signature(function).parameters.items() if p.kind is not p.VAR_POSITIONAL]
+            raise error(f"{function.__name__}: {problem} (the options: {', '.join('--' + o for o in options)}; "
+                        "see --help)")
+
+
+def fire_cli(
+    commands: Callable[..., Any] | Mapping[str, Callable[..., Any]],
+    error: type[Exception],
+    argv: Sequence[str] | None = None,
+    **fire_kwargs: Any,
+) -> Any:
+    """``fire.Fire`` on ``commands`` behind :func:`checked`, after :func:`check_options` has read the command line.
+
+    Args:
+        commands: one function, or command names mapped to functions.
+        error: the exception class the tool reports in one line (raised for unknown options and bad values).
+        argv: the command line without the program name (default ``sys.argv[1:]``).
+        fire_kwargs: passed to ``fire.Fire`` (``serialize``...).
+
+    Returns:
+        What the command returned.
+    """
+    import fire  # here, so that importing this module stays cheap (verify_bundle's worker processes)
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    check_options(commands, argv, error)
+    if isinstance(commands, Mapping):
+        target: Any = {key: checked(fn, error) for key, fn in commands.items()}
+    else:
+        target = checked(commands, error)
+    return fire.Fire(target, command=argv, **fire_kwargs)

@@ -40,6 +40,8 @@ import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from cli_args import fire_cli
+
 LOG = logging.getLogger("package_bundle")
 
 WEIGHTS = "models/model.pt"
@@ -314,12 +316,10 @@ def main(argv: list[str] | None = None) -> int:
     Returns:
         The exit status: 0 on success, 2 on a packaging error.
     """
-    import fire
-
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     try:
-        fire.Fire(package, command=argv, serialize=lambda _: None)
+        fire_cli(package, PackagingError, argv, serialize=lambda _: None)
     except PackagingError as e:
         LOG.error("%s", e)
         return 2

@@ -56,7 +56,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from cli_args import checked
+from cli_args import fire_cli
 
 LOG = logging.getLogger("prepare_data")
 
@@ -1803,28 +1803,14 @@ COMMANDS: dict[str, Callable[..., Path]] = {
 }
 
 
-def _cli(command: Callable[..., Path]) -> Callable[..., None]:
-    """Wrap a command for ``fire``: arguments checked first; a preparation error exits with status 2."""
-
-    checked_command = checked(command, DatasetPreparationError)
-
-    @functools.wraps(command)
-    def run(*args: Any, **kwargs: Any) -> None:
-        try:
-            checked_command(*args, **kwargs)
-        except DatasetPreparationError as exc:
-            LOG.error("%s", exc)
-            sys.exit(2)
-
-    return run
-
-
 def main() -> None:
     """Command line entry point (``python scripts/prepare_data.py <command> ...``)."""
-    import fire
-
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    fire.Fire({key: _cli(fn) for key, fn in COMMANDS.items()})
+    try:
+        fire_cli(COMMANDS, DatasetPreparationError, serialize=lambda _: None)
+    except DatasetPreparationError as exc:
+        LOG.error("%s", exc)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ Usage (from the repository root; ``scripts/prepare_data.py`` writes the prepared
 
     python scripts/quality.py run us2d --dataset_dir /data/ddti_prepared --output quality/ddti
     python scripts/quality.py run acdc --dataset_dir /data/acdc_prepared --output quality/acdc
+    python scripts/quality.py run us2d /data/ddti_prepared quality/ddti_kbs --overrides keep_best_stage=True
     python scripts/quality.py table quality/ddti quality/busi quality/acdc quality/la    # one Markdown table
     python scripts/quality.py compare quality/busi quality/busi_fp32    # two runs of one protocol, method by method
     python scripts/quality.py seeds quality/busi quality/busi_s2     # one protocol over seeds: the training spread
@@ -57,9 +58,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import fire
-
-from cli_args import checked
+from cli_args import fire_cli
 
 REPO = Path(__file__).resolve().parents[1]
 logger = logging.getLogger("quality")
@@ -140,6 +139,42 @@ def method_overrides(protocol: Protocol, method: str, scale: float = 1.0) -> dic
         total = sum(budget.values())
         budget = {k: (total if k == protocol.supervised_total else 0) for k in budget}
     return {**protocol.overrides, **{k: str(v) for k, v in budget.items()}}
+
+
+def extra_overrides(protocol: Protocol, overrides: str | Mapping | None) -> dict[str, str]:
+    """The ``--overrides`` of ``run`` as command-line values for every method's bundle run.
+
+    Args:
+        protocol: the protocol; its budget keys and the keys ``run`` sets from its own options are refused.
+        overrides: ``key=value[,key=value]`` text, or a dict (python-fire reads ``--overrides
+            "{keep_best_stage: True, fds_beta: 0.02}"`` as one; use that form for values holding commas).
+
+    Returns:
+        key -> value text, in the order given; the bundle checks each key and value type when it starts.
+    """
+    if overrides is None:
+        return {}
+    if isinstance(overrides, str):
+        pairs = {}
+        for item in filter(None, (part.strip() for part in overrides.split(","))):
+            key, sep, value = item.partition("=")
+            if not sep or not key.strip():
+                raise QualityError(f"--overrides: {item!r} is not key=value (e.g. --overrides keep_best_stage=True).")
+            pairs[key.strip()] = value.strip()
+        overrides = pairs
+    if not isinstance(overrides, Mapping):
+        raise QualityError(f"--overrides must be key=value[,key=value] or a dict, got {overrides!r}.")
+    own = {"dataset_dir": "the dataset_dir argument", "run_name": "--methods", "amp": "--amp", "seed": "--seed"}
+    result = {}
+    for key, value in overrides.items():
+        key = str(key).removeprefix("--")
+        if key in own:
+            raise QualityError(f"--overrides cannot set {key}: the protocol sets it (use {own[key]}).")
+        if key in protocol.budget:
+            raise QualityError(f"--overrides cannot set {key}: every method gets the same budget (scale it with "
+                               "--iterations).")
+        result[key] = str(value)  # python literals (True, [1, 2]) as the bundle's command line reads them
+    return result
 
 
 def _bundle_name(root: Path) -> str | None:
@@ -300,6 +335,7 @@ def run(
     seed: int | None = None,
     amp: bool = True,
     name: str | Sequence[str] | None = None,
+    overrides: str | Mapping | None = None,
 ) -> dict:
     """Train and evaluate every method of ``protocol`` on a prepared dataset under the same budget.
 
@@ -312,6 +348,8 @@ def run(
         seed: the seed of every method (default: the bundle's).
         amp: mixed precision (bf16 autocast on this CPU) or fp32.
         name: the dataset name in the table (default: the dataset folder's name).
+        overrides: more config overrides for every method, as ``key=value[,key=value]`` or a dict (see
+            :func:`extra_overrides`); they change the protocol, so its outputs record them.
 
     Returns:
         The results written to ``quality.json``.
@@ -330,6 +368,7 @@ def run(
         raise QualityError(f"unknown method(s) {unknown} for {protocol}; choose from {list(proto.methods)}.")
     # every argument is checked before the output folder is touched
     budgets = {m: method_overrides(proto, m, iterations) for m in chosen}
+    extra = extra_overrides(proto, overrides)
     seed = _as_seed(seed)
     out = Path(output).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -338,14 +377,15 @@ def run(
     dataset = (", ".join(map(str, name)) if isinstance(name, (tuple, list)) else str(name)) if name else data.name
     rows = []
     for i, method in enumerate(chosen, 1):
-        overrides = {**budgets[method], "dataset_dir": str(data), "run_name": method, "amp": str(bool(amp))}
+        method_args = {**budgets[method], **extra, "dataset_dir": str(data), "run_name": method,
+                       "amp": str(bool(amp))}
         if seed is not None:
-            overrides["seed"] = str(seed)
+            method_args["seed"] = str(seed)
         run_dir = bundle / "runs" / method
         configs = [*proto.configs, *proto.methods[method]]
         start = time.time()
         settings_file = out / f"{method}.settings.json"
-        settings = {"configs": configs, "overrides": overrides}
+        settings = {"configs": configs, "overrides": method_args}
         if (run_dir / "FINISHED").exists():
             _check_same_settings(settings_file, settings, method)
             logger.info("[%d/%d] %s: finished earlier, reading its results", i, len(chosen), method)
@@ -353,17 +393,17 @@ def run(
         else:
             logger.info("[%d/%d] %s on %s", i, len(chosen), method, dataset)
             settings_file.write_text(json.dumps(settings, indent=2) + "\n")
-            _run_method(bundle, configs, overrides, out / f"{method}.log")
+            _run_method(bundle, configs, method_args, out / f"{method}.log")
             seconds = round(time.time() - start, 1)
         metrics = read_summary(run_dir)
         logger.info("[%d/%d] %s: Dice %.4f%s", i, len(chosen), method, metrics.get("dice", math.nan),
                     f" in {seconds:.0f} s" if seconds else "")
         command = f"cd {bundle} && python -m monai.bundle run --config_file \"{configs}\" " + " ".join(
-            f"--{k} {v}" for k, v in overrides.items())
+            f"--{k} {v}" for k, v in method_args.items())
         rows.append({"dataset": dataset, "method": method, "metrics": metrics, "seconds": seconds,
                      "run_dir": str(run_dir), "output": str(out), "command": command})
     result = {"protocol": protocol, "dataset_dir": str(data), "iterations_scale": iterations, "amp": bool(amp),
-              "rows": rows}
+              "overrides": extra, "rows": rows}
     add_paired_gains(rows)
     (out / "quality.json").write_text(json.dumps(result, indent=2, allow_nan=True) + "\n")
     table = markdown_table(rows)
@@ -496,6 +536,10 @@ def _check_one_protocol(results: Sequence[Mapping]) -> None:
     if len(folders) > 1:
         logger.warning("these outputs read different dataset folders (%s); the comparison assumes the same data",
                        ", ".join(folders))
+    extras = {json.dumps(r.get("overrides") or {}, sort_keys=True) for r in results}
+    if len(extras) > 1:
+        logger.warning("these outputs ran with different --overrides (%s): the rows differ in those settings too",
+                       "; ".join(f"{r['output']}: {r.get('overrides') or {}}" for r in results))
 
 
 def seeds(*outputs: str, against: str | Sequence[str] | None = None, save: str | None = None) -> str:
@@ -551,7 +595,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         commands = {"run": run, "table": table, "compare": compare, "seeds": seeds}
-        fire.Fire({key: checked(fn, QualityError) for key, fn in commands.items()}, serialize=lambda _: None)
+        fire_cli(commands, QualityError, serialize=lambda _: None)
     except QualityError as e:
         logger.error("%s", e)
         sys.exit(2)

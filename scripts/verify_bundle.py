@@ -63,7 +63,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cli_args import checked
+from cli_args import fire_cli
 
 LOG = logging.getLogger("verify_bundle")
 
@@ -796,11 +796,10 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(WORKER_RESULT + json.dumps(result) + "\n")
         return 0
 
-    import fire
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        results = fire.Fire(checked(verify, UsageError), command=argv, serialize=lambda _: None)
+        results = fire_cli(verify, UsageError, argv, serialize=lambda _: None)
     except UsageError as e:
         LOG.error("%s", e)
         return 2

@@ -58,3 +58,37 @@ def test_the_wrapper_keeps_the_signature_and_docstring_for_help():
 
     wrapped = cli_args.checked(command, UsageError)
     assert inspect.signature(wrapped) == inspect.signature(command) and wrapped.__doc__ == command.__doc__
+
+
+def plain(source: str, ratio: float = 0.1, seed: int | None = None, save: str | None = None) -> str:
+    """A command without ``**kwargs``: fire would run it and only then report an option it does not take."""
+    CALLS.append(source)
+    return f"{source} {ratio} {seed}"
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["s", "--ratoi", "0.2"], r"plain: unknown option --ratoi; did you mean --ratio\?"),
+    (["s", "--rati-o=0.2"], "unknown option --rati_o"),
+    (["s", "--zzz"], r"unknown option --zzz \(the options: --source, --ratio, --seed, --save; see --help\)"),
+    (["s", "-x", "1"], "-x matches no option"),
+    (["s", "-s", "1"], r"-s is ambiguous \(--source, --seed, --save\)"),
+])
+def test_an_unknown_option_is_refused_before_the_command_runs(argv, message):
+    CALLS.clear()
+    with pytest.raises(UsageError, match=message):
+        cli_args.fire_cli(plain, UsageError, argv)
+    with pytest.raises(UsageError, match=message):
+        cli_args.fire_cli({"go": plain}, UsageError, ["go", *argv])
+    assert CALLS == []
+
+
+def test_known_options_in_fires_forms_reach_the_command():
+    CALLS.clear()
+    serial = {"serialize": lambda _: None}
+    assert cli_args.fire_cli(plain, UsageError, ["s", "--ratio=0.5", "-r", "0.25"], **serial) == "s 0.25 None"
+    assert cli_args.fire_cli(plain, UsageError, ["--source", "t", "--seed", "3"], **serial) == "t 0.1 3"
+    assert cli_args.fire_cli({"go": plain}, UsageError, ["go", "u", "--", "--verbose"], **serial) == "u 0.1 None"
+    assert cli_args.fire_cli(command, UsageError, ["s", "--any_extra", "4"], **serial)["extra"] == {"any_extra": 4}
+    assert CALLS == ["s", "t", "u", "s"]
+    with pytest.raises(UsageError, match="--ratio must be float"):  # the values are still checked
+        cli_args.fire_cli(plain, UsageError, ["s", "--ratio", "abc"])

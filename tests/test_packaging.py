@@ -145,7 +145,7 @@ def test_packaging_errors_are_clear(switch_scratch, tmp_path):
     before = archive.read_bytes()
     for flag, value in [("--overwrite", "no"), ("--weights", "maybe")]:
         proc = _tool(PACKAGE, switch_scratch, "--out_dir", out, flag, value)
-        assert proc.returncode == 2 and f"{flag} must be True or False" in _output(proc), _output(proc)
+        assert proc.returncode == 2 and f"{flag} must be bool" in _output(proc), _output(proc)
     assert archive.read_bytes() == before
     proc = _tool(PACKAGE, switch_scratch, "--out_dir", archive)
     assert proc.returncode == 2 and "is a file, not a folder" in _output(proc) and "Traceback" not in _output(proc)

@@ -66,3 +66,22 @@ def test_cli_errors_are_one_line_with_exit_status_2(tmp_path):
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "paired_runs.py"), str(tmp_path / "a{seed}"),
                            str(tmp_path / "b{seed}"), "--seeds", "1,2"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "no run folder" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    # a mistyped option is refused before anything is read, with the closest option
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "paired_runs.py"), str(tmp_path / "a{seed}"),
+                           str(tmp_path / "b{seed}"), "--seeds", "1,2", "--windowz", "0,9"], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2 and "unknown option --windowz; did you mean --windows?" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_selftrain_probe_refuses_bad_values_before_any_work(tmp_path):
+    import subprocess
+
+    script = str(REPO / "benchmarks" / "selftrain_from_weights.py")
+    for args, message in ((["--seed", "abc"], "--seed must be int, got 'abc'"),
+                          (["--variant", "bf8"], "--variant must be one of amp, fp32"),
+                          ([], "no weights at")):
+        proc = subprocess.run([sys.executable, script, str(tmp_path / "missing.pt"), "--workdir", str(tmp_path / "w"),
+                               *args], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 1 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert not (tmp_path / "w").exists()

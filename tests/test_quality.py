@@ -300,3 +300,48 @@ def test_saved_tables_create_their_folder(tmp_path):
         {"dataset": "d", "method": "supervised", "metrics": {"dice": 0.5}}]}))
     quality.table(str(out), save=str(tmp_path / "new" / "dir" / "t.md"))
     assert "| d | supervised | 0.5000 |" in (tmp_path / "new" / "dir" / "t.md").read_text()
+
+
+def test_extra_overrides_reach_every_method_and_are_recorded(tmp_path, monkeypatch, caplog):
+    proto = quality.PROTOCOLS["us2d"]
+    assert quality.extra_overrides(proto, None) == {}
+    assert quality.extra_overrides(proto, "keep_best_stage=True, fds_beta=0.02") == {
+        "keep_best_stage": "True", "fds_beta": "0.02"}
+    # python-fire reads `--overrides "{keep_best_stage: True, roi: [1, 2]}"` as a dict with Python values
+    assert quality.extra_overrides(proto, {"--keep_best_stage": True, "roi": [1, 2]}) == {
+        "keep_best_stage": "True", "roi": "[1, 2]"}
+    for bad, message in (("keep_best_stage", "is not key=value"), ("=1", "is not key=value"),
+                         ("seed=3", "use --seed"), ("amp=False", "use --amp"), (7, "must be key=value"),
+                         ("pretrain_iterations=10", "same budget")):
+        with pytest.raises(quality.QualityError, match=message):
+            quality.extra_overrides(proto, bad)
+
+    data = tmp_path / "prepared"
+    data.mkdir()
+    (data / "datalist.json").write_text("{}")
+    calls = []
+
+    def fake_method(bundle, configs, overrides, log_file):
+        calls.append(dict(overrides))
+        _finished(bundle / "runs" / overrides["run_name"], 0.5)
+
+    monkeypatch.setattr(quality, "_run_method", fake_method)
+    out = tmp_path / "out"
+    result = quality.run("us2d", str(data), str(out), methods="supervised,switch", overrides="keep_best_stage=True")
+    assert [c["keep_best_stage"] for c in calls] == ["True", "True"]
+    assert calls[0]["selftrain_iterations"] == "1400" and calls[0]["run_name"] == "supervised"
+    assert result["overrides"] == {"keep_best_stage": "True"}
+    assert "--keep_best_stage True" in result["rows"][1]["command"]
+    # a finished run is not reported under other overrides
+    with pytest.raises(quality.QualityError, match="keep_best_stage 'True' -> None"):
+        quality.run("us2d", str(data), str(out), methods="switch")
+    assert len(calls) == 2
+    plain = tmp_path / "plain"
+    quality.run("us2d", str(data), str(plain), methods="switch")
+    with caplog.at_level("WARNING", logger=quality.logger.name):
+        quality.compare(str(out), str(plain))
+    assert "different --overrides" in caplog.text and "keep_best_stage" in caplog.text
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "quality.py"), "run", "us2d", str(data),
+                           str(tmp_path / "o"), "--overrides", "seed=4"], capture_output=True, text=True)
+    assert proc.returncode == 2 and "use --seed" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "o").exists()
