@@ -33,6 +33,7 @@ Usage (from the repository root; ``scripts/prepare_data.py`` writes the prepared
     python scripts/quality.py compare quality/busi quality/busi_fp32    # two runs of one protocol, method by method
     python scripts/quality.py seeds quality/busi quality/busi_s2     # one protocol over seeds: the training spread
     python scripts/quality.py seeds quality/busi quality/busi_s2 --against quality/busi_fp32,quality/busi_s2_fp32
+    python scripts/quality.py seeds quality/busi_kbs quality/busi_s2_kbs --supervised quality/busi,quality/busi_s2
 
 ``run`` writes ``<output>/<method>/`` (the bundle copy's run folder with its evaluation), ``quality.json`` and
 ``quality.md``. Besides the difference of the summary Dice ("Dice gain"), the table gives the gain paired image by
@@ -542,7 +543,12 @@ def _check_one_protocol(results: Sequence[Mapping]) -> None:
                        "; ".join(f"{r['output']}: {r.get('overrides') or {}}" for r in results))
 
 
-def seeds(*outputs: str, against: str | Sequence[str] | None = None, save: str | None = None) -> str:
+def seeds(
+    *outputs: str,
+    against: str | Sequence[str] | None = None,
+    supervised: str | Sequence[str] | None = None,
+    save: str | None = None,
+) -> str:
     """Repeated runs of one protocol (one ``run`` output per seed): the spread that training adds.
 
     The paired standard error of ``table`` and ``compare`` holds the models fixed and only says how well the test
@@ -555,17 +561,26 @@ def seeds(*outputs: str, against: str | Sequence[str] | None = None, save: str |
     ``against``), their mean and standard error over seeds, and in how many seeds ``outputs`` is lower. This is the
     test of a setting that changes no arithmetic on purpose (mixed precision): it is judged against the training
     spread, not against one pair of runs. Both tables are written to ``save`` if given.
+
+    With ``supervised`` (one output per seed, in the same order) an output without a supervised-only row, such as a
+    re-run of one method with other ``--overrides``, takes that seed's supervised-only Dice from there for its gain.
     """
     if len(outputs) < 2:
         raise QualityError(f"seeds needs the outputs of at least two runs of one protocol, got {len(outputs)}.")
-    others = _as_list(against)
-    if others and len(others) != len(outputs):
-        raise QualityError(f"--against needs one output per seed in the same order: {len(outputs)} outputs, "
-                           f"{len(others)} to compare against.")
-    loaded = [_read_output(o) for o in [*outputs, *others]]
+    others, baselines = _as_list(against), _as_list(supervised)
+    for option, given in (("--against", others), ("--supervised", baselines)):
+        if given and len(given) != len(outputs):
+            raise QualityError(f"{option} needs one output per seed in the same order: {len(outputs)} outputs, "
+                               f"{len(given)} given.")
+    loaded = [_read_output(o) for o in [*outputs, *others, *baselines]]
     _check_one_protocol(loaded)
     dice = [{r["method"]: r["metrics"].get("dice", math.nan) for r in o["rows"]} for o in loaded]
-    results, base = dice[: len(outputs)], dice[len(outputs) :]
+    results, base = dice[: len(outputs)], dice[len(outputs) : len(outputs) + len(others)]
+    for i, extra in enumerate(dice[len(outputs) + len(others) :]):
+        if "supervised" not in results[i]:
+            if "supervised" not in extra:
+                raise QualityError(f"{baselines[i]} (--supervised) has no supervised-only row.")
+            results[i] = {"supervised": extra["supervised"], **results[i]}
     methods = [m for m in results[0] if all(m in r for r in results + base)]
     if not methods:
         raise QualityError(f"{', '.join([*outputs, *others])} have no method in common.")
