@@ -8,6 +8,7 @@ Names and behaviour follow ``bundles/switch_us/scripts/utils.py`` (a bundle is s
 from __future__ import annotations
 
 import ast
+import atexit
 import contextlib
 import ctypes
 import ctypes.util
@@ -26,9 +27,12 @@ import torch
 
 __all__ = [
     "FINISHED_MARKER",
+    "RUNNING_MARKER",
+    "RunFolderBusyError",
     "PolyLR",
     "amp_context",
     "check_cli_overrides",
+    "claim_run_folder",
     "cpu_supports_bf16",
     "default_device",
     "error_summary",
@@ -182,15 +186,92 @@ def keep_freed_memory(enabled: bool = True) -> bool:
     return applied
 
 
+RUNNING_MARKER = "RUNNING"
+"""File a run holds in its folder while it writes there: ``<pid> <host>``; removed when the process exits."""
+
+
+class RunFolderBusyError(RuntimeError):
+    """Another live process is writing to the run folder this run would use."""
+
+    brief_report = True  # ``monai.bundle run`` shows its message without a traceback (scripts.utils.error_summary)
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, owned by another user
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def _release_run_folder(marker: Path, owner: str) -> None:
+    """Remove ``marker`` if this process still holds it (``atexit``)."""
+    with contextlib.suppress(OSError):
+        if marker.read_text() == owner:
+            marker.unlink()
+
+
+def claim_run_folder(folder: Path, finished: bool = False) -> None:
+    """Hold ``folder`` for this process with a ``RUNNING`` marker, so that no second run writes there at once.
+
+    Two runs with the same ``run_name`` started side by side would otherwise resume the same checkpoints and
+    overwrite each other's files. A marker left by a process that has ended (a crash, a killed run: the run then
+    resumes), by this process (MONAI Label trains in its own process, one run after the other) or in a folder whose
+    run finished is taken over; one held by a live process stops this run. Under ``torchrun`` only rank 0 holds
+    it. The marker is removed when the process exits.
+
+    Args:
+        folder: the run folder (it exists).
+        finished: the folder held a finished run (reused with ``overwrite``): any marker in it is stale.
+
+    Raises:
+        RunFolderBusyError: a live process on this machine, or a process on another machine sharing the folder,
+            holds it; the message says how to go on.
+    """
+    if os.environ.get("RANK", "0") != "0":
+        return
+    folder = Path(folder).resolve()
+    marker = folder / RUNNING_MARKER
+    host = platform.node()
+    owner = f"{os.getpid()} {host}"
+    try:
+        pid_text, _, other_host = marker.read_text().strip().partition(" ")
+        pid = int(pid_text)
+    except FileNotFoundError:
+        pid = None
+    except (OSError, ValueError):
+        pid, other_host = -1, host  # unreadable: treat as stale
+    if pid is not None and not finished and pid != os.getpid():
+        if other_host != host or (pid > 0 and _process_alive(pid)):
+            where = f"process {pid}" + (f" on {other_host}" if other_host != host else "")
+            raise RunFolderBusyError(
+                f"{folder} is in use by another run ({where} holds {marker}). Wait for it to end, give this run "
+                f"another --run_name, or, if no such run is going on, delete {marker} and start again (an "
+                "unfinished run resumes from its checkpoints)."
+            )
+        logger.info(f"{folder}: taking over from a run that ended without finishing (process {pid}).")
+    marker.write_text(owner)
+    atexit.register(_release_run_folder, marker, owner)
+
+
 def resolve_run_dir(root: str, name: str, overwrite: bool = False) -> str:
     """The folder a run writes to: ``root/name``, never a finished run's folder.
 
     - a new or unfinished folder is used as is (an unfinished run resumes from its checkpoints);
     - a folder holding a finished run (``FINISHED`` marker) is never written again: the run goes to the first free
       ``root/name_2``, ``root/name_3``... unless ``overwrite`` is True, in which case the marker is removed.
+
+    The folder is then held for this run (:func:`claim_run_folder`): a second run of the same name started while
+    this one writes there stops.
     """
     base = Path(root) / name
     candidate, n = base, 1
+    was_finished = (base / FINISHED_MARKER).exists()
     while (candidate / FINISHED_MARKER).exists():
         if overwrite:
             logger.warning(f"overwriting the finished run in {candidate} (overwrite=True).")
@@ -201,6 +282,7 @@ def resolve_run_dir(root: str, name: str, overwrite: bool = False) -> str:
     if candidate != base and not overwrite:
         logger.warning(f"{base} holds a finished run; this run writes to {candidate} (pass --overwrite True to reuse it).")
     candidate.mkdir(parents=True, exist_ok=True)
+    claim_run_folder(candidate, finished=overwrite and candidate == base and was_finished)
     return str(candidate)
 
 
