@@ -102,12 +102,8 @@ def checked(function: Callable[..., Any], error: type[Exception] = ValueError) -
     return call
 
 
-def _option_problem(function: Callable[..., Any], token: str) -> str | None:
-    """Why ``token`` (``--name``, ``--name=value``, ``-n``) names no option of ``function`` for fire, or None."""
-    parameters = inspect.signature(function).parameters
-    if any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
-        return None
-    names = [n for n, p in parameters.items() if p.kind is not p.VAR_POSITIONAL]
+def _option_problem(names: Sequence[str], token: str) -> str | None:
+    """Why ``token`` (``--name``, ``--name=value``, ``-n``) names none of the options ``names`` for fire, or None."""
     if re.fullmatch(r"-[A-Za-z]", token):  # fire's short form: the one option starting with that letter
         matching = [n for n in names if n.startswith(token[1])]
         if token == "-h" or len(matching) == 1:
@@ -145,10 +141,12 @@ def check_options(
         function, args = commands[args[0]], args[1:]
     else:
         function = commands
+    parameters = inspect.signature(function).parameters.values()
+    if any(p.kind is p.VAR_KEYWORD for p in parameters):
+        return  # it takes any option
+    options = [p.name for p in parameters if p.kind is not p.VAR_POSITIONAL]
     for token in args:
-        problem = _option_problem(function, token)
-        if problem:
-            options = [n for n, p in inspect.signature(function).parameters.items() if p.kind is not p.VAR_POSITIONAL]
+        if problem := _option_problem(options, token):
             raise error(f"{function.__name__}: {problem} (the options: {', '.join('--' + o for o in options)}; "
                         "see --help)")
 

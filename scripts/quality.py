@@ -502,6 +502,7 @@ def compare(output: str, base: str, save: str | None = None) -> str:
     with its standard error (written to ``save`` if given)."""
     loaded = [_read_output(o) for o in (output, base)]
     _check_one_protocol(loaded)
+    _warn_other_overrides(loaded)
     results = [{r["method"]: r for r in o["rows"]} for o in loaded]
     shared = [m for m in results[0] if m in results[1]]
     if not shared:
@@ -537,8 +538,11 @@ def _check_one_protocol(results: Sequence[Mapping]) -> None:
     if len(folders) > 1:
         logger.warning("these outputs read different dataset folders (%s); the comparison assumes the same data",
                        ", ".join(folders))
-    extras = {json.dumps(r.get("overrides") or {}, sort_keys=True) for r in results}
-    if len(extras) > 1:
+
+
+def _warn_other_overrides(results: Sequence[Mapping]) -> None:
+    """Warn when ``run`` outputs whose rows are set side by side ran with different ``--overrides``."""
+    if len({json.dumps(r.get("overrides") or {}, sort_keys=True) for r in results}) > 1:
         logger.warning("these outputs ran with different --overrides (%s): the rows differ in those settings too",
                        "; ".join(f"{r['output']}: {r.get('overrides') or {}}" for r in results))
 
@@ -574,6 +578,7 @@ def seeds(
                                f"{len(given)} given.")
     loaded = [_read_output(o) for o in [*outputs, *others, *baselines]]
     _check_one_protocol(loaded)
+    _warn_other_overrides(loaded[: len(outputs) + len(others)])  # --supervised lends only its baseline rows
     dice = [{r["method"]: r["metrics"].get("dice", math.nan) for r in o["rows"]} for o in loaded]
     results, base = dice[: len(outputs)], dice[len(outputs) : len(outputs) + len(others)]
     for i, extra in enumerate(dice[len(outputs) + len(others) :]):

@@ -231,10 +231,10 @@ def resolve_run_dir(root: str, name: str, overwrite: bool = False) -> str:
     run (:func:`claim_run_folder`): a second run of the same name started while this one writes there stops.
     """
     base = Path(root) / name
-    candidate, n = base, 1
-    was_finished = (base / FINISHED_MARKER).exists()
+    candidate, n, reused = base, 1, False
     while (candidate / FINISHED_MARKER).exists():
         if overwrite:
+            reused = True
             logger.warning(f"overwriting the finished run in {candidate} (overwrite=True).")
             (candidate / FINISHED_MARKER).unlink()
             for stale in candidate.glob("models/checkpoint*.pt"):  # start afresh, do not resume the old run
@@ -245,7 +245,7 @@ def resolve_run_dir(root: str, name: str, overwrite: bool = False) -> str:
     if candidate != base and not overwrite:
         logger.warning(f"{base} holds a finished run; this run writes to {candidate} (pass --overwrite True to reuse it).")
     candidate.mkdir(parents=True, exist_ok=True)
-    claim_run_folder(candidate, finished=overwrite and candidate == base and was_finished)
+    claim_run_folder(candidate, finished=reused)
     return str(candidate)
 
 
