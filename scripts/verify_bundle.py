@@ -25,7 +25,8 @@ Checks (``--checks`` selects a comma-separated subset; all run by default):
     that pip accepts (PEP 440, no ranges, wildcards or local tags such as ``+cu121``).
 ``metadata``
     ``python -m monai.bundle verify_metadata`` against the schema file ``--schema`` (default: the
-    vendored 2024 schema), pre-placed with its hash so nothing is downloaded.
+    vendored 2024 schema, ``scripts/data/meta_schema_20240725.json``), pre-placed with its hash so
+    nothing is downloaded.
 ``net_in_out``
     ``python -m monai.bundle verify_net_in_out``: the network ``network_def`` of the inference
     config, fed a random input of the metadata's shape, returns the metadata's channels and dtype.
@@ -67,8 +68,7 @@ from cli_args import fire_cli
 
 LOG = logging.getLogger("verify_bundle")
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_SCHEMA = REPO / "tests" / "data" / "meta_schema_20240725.json"
+DEFAULT_SCHEMA = Path(__file__).resolve().parent / "data" / "meta_schema_20240725.json"  # vendored beside the tools
 DEFAULT_SCHEMA_MD5 = "06954cad2cc5d3784e72077ac76f0fc8"
 CHECKS = ("files", "version", "pins", "metadata", "net_in_out", "torchscript", "onnx")
 START_ORDER = ("files", "version", "pins", "torchscript", "metadata", "net_in_out", "onnx")  # with --jobs > 1
