@@ -93,8 +93,10 @@ def confidence_threshold(iteration: int, tau: float, schedule: str = "fixed", ra
     Args:
         iteration: the current iteration.
         tau: the fixed threshold (``fixed``: paper, 0.85 LA / 0.95 ACDC) or the starting ``tau0`` (``head``: 0.75).
-        schedule: ``"fixed"`` or ``"head"``, the CrossMatch HEAD code's LA rule: ``tau0`` at the first iteration, then
-            ``(tau0 + (1 - tau0) * exp(-5 (1 - min(t, T) / T)^2)) * ln 2`` with ``T = ramp_iterations``.
+        schedule: ``"fixed"`` or ``"head"``, the CrossMatch LA code's rule (the paper-era code with ``tau0`` 0.85, the
+            HEAD code with 0.75): ``tau0`` at the first iteration, then ``(tau0 + (1 - tau0) * exp(-5 (1 - min(t, T) /
+            T)^2)) * ln 2`` with ``T = ramp_iterations`` and ``t = iteration - 2``: the code updates the threshold
+            after each iteration's loss from its 0-based counter, so iteration ``k`` uses the ramp at ``k - 2``.
         ramp_iterations: the ramp length of ``head`` (17,000 in the reference).
     """
     if schedule == "fixed" or iteration <= 1:
@@ -103,7 +105,7 @@ def confidence_threshold(iteration: int, tau: float, schedule: str = "fixed", ra
         return float(tau)
     if schedule != "head":
         raise ValueError(f"threshold schedule must be one of {THRESHOLD_SCHEDULES}, got {schedule!r}.")
-    t = min(iteration, ramp_iterations) / ramp_iterations
+    t = min(iteration - 2, ramp_iterations) / ramp_iterations
     return (tau + (1.0 - tau) * math.exp(-5.0 * (1.0 - t) ** 2)) * math.log(2.0)
 
 
@@ -333,6 +335,14 @@ class CrossMatchTrainer(_BaseTrainer):
             0.97 on the same crops with the dropout on). The strong-view pass keeps the built-in dropout.
         cutmix_prob: probability of a CutMix box per sample (0.5).
         cutmix_faithful_axes: reproduce the reference's transposed 3D box (ALGORITHMS.md 2.2); False: correct axes.
+        mix_teacher_eval: predict the mix image's CutMix targets with the network in eval mode (running batch-norm
+            statistics, no dropout), as the paper-era code (commit d00de40) does; False (default): train mode, as the
+            HEAD code (and with ``teacher_dropout`` False, without the built-in dropout).
+        mix_ta_targets: the teaching assistants' targets inside box 2 come from the mix image's own perturbed flows
+            (a no-grad feature-perturbation pass on it, the HEAD code); False: the paper-era code, which pastes the
+            unlabelled image's own teaching-assistant predictions there (a no-op, so no mix TA pass runs).
+        loss_divisor: the loss is ``(Lx + strong_weight (Ls1 + Ls2) + kd_weight Lkd) / loss_divisor`` (2; the
+            paper-era code divides by 3, with strong_weight 0.5 and kd_weight 1.0).
         clean_bn_statistics: accumulate the batch-norm running statistics (used in eval mode) from the clean pass
             (labelled + weak unlabelled images) only; the strong-view and no-grad passes still normalise with their
             own batch statistics, as in the reference, but leave the running averages alone. False: every train-mode
@@ -355,6 +365,9 @@ class CrossMatchTrainer(_BaseTrainer):
         cutmix_prob: float = 0.5,
         cutmix_faithful_axes: bool = False,
         clean_bn_statistics: bool = True,
+        mix_teacher_eval: bool = False,
+        mix_ta_targets: bool = True,
+        loss_divisor: float = 2.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
@@ -380,6 +393,11 @@ class CrossMatchTrainer(_BaseTrainer):
         self.cutmix_prob = float(cutmix_prob)
         self.cutmix_faithful_axes = bool(cutmix_faithful_axes)
         self.clean_bn_statistics = bool(clean_bn_statistics)
+        self.mix_teacher_eval = bool(mix_teacher_eval)
+        self.mix_ta_targets = bool(mix_ta_targets)
+        if loss_divisor <= 0:
+            raise ValueError(f"loss_divisor must be positive, got {loss_divisor}.")
+        self.loss_divisor = float(loss_divisor)
 
     def fp(self, x_a: torch.Tensor, x_u: torch.Tensor, noisy: bool) -> tuple[torch.Tensor, ...]:
         """The network's feature-perturbation forward (one encoder, one batched decoder pass) under autocast.
@@ -394,7 +412,18 @@ class CrossMatchTrainer(_BaseTrainer):
         return tuple(o.float() for o in outs)
 
     def teacher_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """The plain (no feature perturbation) teacher flow on ``x``, without gradient."""
+        """The plain (no feature perturbation) teacher flow on ``x``, without gradient.
+
+        With ``mix_teacher_eval`` the network predicts in eval mode (running statistics, no dropout) and is put back
+        in train mode afterwards.
+        """
+        if self.mix_teacher_eval:
+            self._net.eval()
+            try:
+                with self.autocast():
+                    return self._net(x).float()
+            finally:
+                self._net.train()
         with self.autocast():
             if self.teacher_dropout:
                 return self.network(x).float()
@@ -439,9 +468,10 @@ class CrossMatchTrainer(_BaseTrainer):
             frozen,
         ):  # the mix image's teacher and TA predictions, pasted into the targets in the boxes
             conf_a, y_a = self.confidence(self.teacher_logits(m_w))
-            _, _, mix_w, mix_s = self.fp(x, m_w, noisy=noisy_teacher)
-            conf_aw, y_aw = self.confidence(mix_w)
-            conf_as, y_as = self.confidence(mix_s)
+            if self.mix_ta_targets:
+                _, _, mix_w, mix_s = self.fp(x, m_w, noisy=noisy_teacher)
+                conf_aw, y_aw = self.confidence(mix_w)
+                conf_as, y_as = self.confidence(mix_s)
 
         u_s1 = paste(u_s1, m_s1, box1)
         u_s2 = paste(u_s2, m_s2, box2)
@@ -454,8 +484,11 @@ class CrossMatchTrainer(_BaseTrainer):
         conf_s, t_s = self.confidence(p_w_strong)
         t1, c1 = paste(t, y_a, box1), paste(conf, conf_a, box1)
         t2, c2 = paste(t, y_a, box2), paste(conf, conf_a, box2)
-        t_w2, c_w2 = paste(t_w, y_aw, box2), paste(conf_w, conf_aw, box2)
-        t_s2, c_s2 = paste(t_s, y_as, box2), paste(conf_s, conf_as, box2)
+        if self.mix_ta_targets:
+            t_w2, c_w2 = paste(t_w, y_aw, box2), paste(conf_w, conf_aw, box2)
+            t_s2, c_s2 = paste(t_s, y_as, box2), paste(conf_s, conf_as, box2)
+        else:  # the paper-era code pastes the TA predictions of u_w into themselves
+            t_w2, c_w2, t_s2, c_s2 = t_w, conf_w, t_s, conf_s
 
         loss_x, logs = self.supervised(p_x, y)
         loss_s1 = self.distill(p_s1, t1, c1, tau)
@@ -468,7 +501,7 @@ class CrossMatchTrainer(_BaseTrainer):
         ) / 4
         loss_dkd = (self.distill(p_s2_weak, t_w2, c_w2, tau) + self.distill(p_s2_strong, t_s2, c_s2, tau)) / 2
         loss_kd = (1.0 - self.eta) * loss_tkd + self.eta * loss_dkd
-        loss = (loss_x + self.strong_weight * (loss_s1 + loss_s2) + self.kd_weight * loss_kd) / 2
+        loss = (loss_x + self.strong_weight * (loss_s1 + loss_s2) + self.kd_weight * loss_kd) / self.loss_divisor
         with torch.no_grad():
             mask_ratio = (conf >= tau).float().mean()
         logs.update(

@@ -14,7 +14,11 @@ __all__ = ["logit_consistency", "masked_dice_ce", "mixed_dice_ce", "pixel_info_n
 
 
 def masked_dice_ce(
-    logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None, eps: float = 1e-10
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    eps: float = 1e-10,
+    softmax: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Soft Dice and cross-entropy restricted to a region.
 
@@ -26,6 +30,9 @@ def masked_dice_ce(
         target: ``(B, *spatial)`` integer class map.
         mask: ``(B, *spatial)`` (or broadcastable) region weight in {0, 1}; None = everywhere.
         eps: smoothing term of the Dice ratio.
+        softmax: ``P`` is the softmax of ``logits`` (default). False puts the raw logits in place of ``P``, as
+            the Switch reference's supervised baseline (``train_single.py``) calls its Dice without softmax
+            (ALGORITHMS.md 1.6.7); kept only to reproduce that baseline.
 
     Returns:
         ``(dice_loss, ce_loss)`` as scalar tensors.
@@ -34,7 +41,7 @@ def masked_dice_ce(
     target = target.long()
     num_classes = logits.shape[1]
     m = torch.ones_like(target, dtype=torch.float32) if mask is None else mask.float().expand_as(target)
-    prob = torch.softmax(logits, dim=1)
+    prob = torch.softmax(logits, dim=1) if softmax else logits
     onehot = F.one_hot(target, num_classes).movedim(-1, 1).float()
     mc = m.unsqueeze(1)
     dims = [0, *range(2, logits.ndim)]

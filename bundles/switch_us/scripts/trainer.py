@@ -290,20 +290,38 @@ class SemiSupervisedTrainer(Trainer):
 class SupervisedBaselineTrainer(SemiSupervisedTrainer):
     """The supervised-only baseline: ``(CE + Dice) / 2`` on the labelled stream (Dice on softmax).
 
-    The reference computes this Dice on raw logits (ALGORITHMS.md 1.6.7); here it is on probabilities.
+    Args:
+        dice_on_logits: compute the Dice on the raw logits instead of the softmax probabilities, as the
+            reference's ``train_single.py`` does (docs/methods.md 3.3); only for reproducing that baseline.
+        args, kwargs: see :class:`SemiSupervisedTrainer`.
     """
+
+    def __init__(self, *args, dice_on_logits: bool = False, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.dice_on_logits = bool(dice_on_logits)
 
     def pretrain_step(self, batch):
         return self.selftrain_step(batch)
 
     def selftrain_step(self, batch):
         logits = self.forward(batch[Keys.IMAGE])
-        dice, ce = masked_dice_ce(logits, batch[Keys.LABEL])
+        dice, ce = masked_dice_ce(logits, batch[Keys.LABEL], softmax=not self.dice_on_logits)
         return (dice + ce) / 2, {"loss_dice": dice, "loss_ce": ce}, logits.detach()
 
 
 class _MixTrainer(SemiSupervisedTrainer):
-    """Shared pre-training of BCP and Switch: mix the two labelled halves and score both regions."""
+    """Shared pre-training of BCP and Switch: mix the two labelled halves and score both regions.
+
+    Args:
+        pretrain_patch_weight: weight of the labelled patch region in pre-training (1.0; the Switch code's 0.5).
+        pseudo_label_weight: weight of a pseudo-labelled region in self-training (0.5).
+        pseudo_threshold: foreground probability of a teacher pseudo-label (0.5).
+        per_view_forward: run the teacher on each unlabelled half and the student on each mixed view as separate
+            forwards, as the reference code does, so that train-mode batch norm normalises each view with its own
+            batch statistics (4 images each at the published size). False (default): one batched forward for the
+            teacher and one for the student (the same maths with running statistics; faster).
+        args, kwargs: see :class:`SemiSupervisedTrainer`.
+    """
 
     def __init__(
         self,
@@ -311,12 +329,32 @@ class _MixTrainer(SemiSupervisedTrainer):
         pretrain_patch_weight: float = 1.0,
         pseudo_label_weight: float = 0.5,
         pseudo_threshold: float = 0.5,
+        per_view_forward: bool = False,
         **kwargs,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.pretrain_patch_weight = float(pretrain_patch_weight)
         self.pseudo_label_weight = float(pseudo_label_weight)
         self.pseudo_threshold = float(pseudo_threshold)
+        self.per_view_forward = bool(per_view_forward)
+
+    def views_forward(self, views: Sequence[torch.Tensor], project: bool = False):
+        """Student logits (and projector embeddings when ``project``) of ``views``, concatenated in their order.
+
+        One batched forward, or one forward per view with ``per_view_forward``.
+        """
+        net = getattr(self.network, "module", self.network)
+        groups = [torch.cat(list(views))] if not self.per_view_forward else list(views)
+        logits, emb = [], []
+        with amp_context(self.state.device, self.amp_dtype):
+            for x in groups:
+                out = self.network(x)
+                logits.append(out)
+                if project:
+                    emb.append(net.project(out))
+        if not project:
+            return torch.cat(logits)
+        return torch.cat(logits), torch.cat(emb)
 
     def make_mask(self, batch_size: int, spatial: Sequence[int]) -> torch.Tensor:
         raise NotImplementedError
@@ -341,8 +379,11 @@ class _MixTrainer(SemiSupervisedTrainer):
         if UNLABELED not in batch:
             raise KeyError(f"self-training needs the unlabelled stream ('{UNLABELED}' in the batch).")
         up, uq = self.halves(batch[UNLABELED])
-        pp = self.pseudo_label(torch.cat([up, uq]), self.pseudo_threshold)
-        pp, pq = pp[: up.shape[0]], pp[up.shape[0] :]
+        if self.per_view_forward:  # the reference's two teacher calls: batch statistics per unlabelled half
+            pp, pq = self.pseudo_label(up, self.pseudo_threshold), self.pseudo_label(uq, self.pseudo_threshold)
+        else:
+            pp = self.pseudo_label(torch.cat([up, uq]), self.pseudo_threshold)
+            pp, pq = pp[: up.shape[0]], pp[up.shape[0] :]
         m = self.make_mask(li.shape[0], li.shape[2:])
         x_ul, x_lu = mix(up, li, m), mix(lj, uq, m)
         targets = ((pp, yi), (yj, pq))
@@ -361,7 +402,7 @@ class BCPTrainer(_MixTrainer):
 
     def selftrain_step(self, batch):
         m, (x_ul, x_lu), ((pp, yi), (yj, pq)), _ = self.bidirectional_mix(batch)
-        logits = self.forward(torch.cat([x_ul, x_lu]))
+        logits = self.views_forward([x_ul, x_lu])
         o_ul, o_lu = logits.split(x_ul.shape[0])
         w = self.pseudo_label_weight
         d1, c1 = mixed_dice_ce(o_ul, pp, yi, m, w, 1.0)
@@ -375,7 +416,8 @@ class SwitchTrainer(_MixTrainer):
 
     Self-training needs the FDS-swapped images ``image_fds`` / ``unlabeled_image_fds`` in the batch, which
     :class:`scripts.handlers.FrequencyDomainSwitch` adds, and a teacher. The four student forwards of the
-    reference (two mixes, and the same two mixes of the FDS images) run as ONE batched forward.
+    reference (two mixes, and the same two mixes of the FDS images) run as ONE batched forward (four forwards, as the
+    reference, with ``per_view_forward``).
 
     Args:
         coarse_size, fine_size, n_coarse, n_fine: the MSS mask (128/32 px squares, 2 + 2).
@@ -416,10 +458,7 @@ class SwitchTrainer(_MixTrainer):
         # same mask, so the FDS views stay pixel-aligned with the plain mixes
         x_ul_f, x_lu_f = mix(xu_f[0], xl_f[0], m), mix(xl_f[1], xu_f[1], m)
         n = x_ul.shape[0]
-        net = getattr(self.network, "module", self.network)
-        with amp_context(self.state.device, self.amp_dtype):
-            logits = self.network(torch.cat([x_ul, x_lu, x_ul_f, x_lu_f]))
-            emb = net.project(logits)
+        logits, emb = self.views_forward([x_ul, x_lu, x_ul_f, x_lu_f], project=True)
         o_ul, o_lu, o_ul_f, o_lu_f = logits.split(n)
         z_ul, z_lu, z_ul_f, z_lu_f = emb.split(n)
         w = self.pseudo_label_weight
