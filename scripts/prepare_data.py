@@ -15,9 +15,13 @@ Run as a file (it is a repository tool, not a package, and imports no bundle cod
     python scripts/prepare_data.py nifti  --msd Task02_Heart/dataset.json --output data/heart
 
 Every command writes ``images/<id>``, ``labels/<id>`` and ``datalist.json`` under ``--output`` and
-returns the path of ``datalist.json``. The output folder must be empty (or absent) unless
-``--overwrite True``; nothing is ever deleted (an overwrite replaces files of the same name, and
-files of an earlier run that are not in the new datalist stay on disk, unreferenced).
+returns the path of ``datalist.json``. A run writes all or nothing: every listed source file is checked
+first (present, readable header or HDF5 keys, image and label sizes), the dataset is written into a
+temporary sibling folder ``<output>.partial-<pid>``, and that folder takes the output's place only when
+it is complete; a failed run leaves the output folder exactly as it was. The output folder must be
+empty (or absent) unless ``--overwrite True``, which replaces the dataset an earlier run prepared there
+as a whole (the two are never mixed). A non-empty folder that is not such a dataset (no
+``datalist.json``, or files this tool does not write) is refused, never deleted.
 
 Splits:
 

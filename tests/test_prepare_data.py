@@ -624,8 +624,9 @@ def test_error_empty_result_and_output_checks(tmp_path: Path, switch_root: Path)
     (busy / "keep.txt").write_text("user file")
     with pytest.raises(Error, match="busy: output folder is not empty"):
         pdt.switch(str(switch_root), str(busy), labeled_ratio=0.5)
-    pdt.switch(str(switch_root), str(busy), labeled_ratio=0.5, overwrite=True)
-    assert (busy / "keep.txt").read_text() == "user file" and (busy / "datalist.json").is_file()
+    with pytest.raises(Error, match="busy: output folder holds no datalist.json.*not replaced"):
+        pdt.switch(str(switch_root), str(busy), labeled_ratio=0.5, overwrite=True)  # never deletes a user's folder
+    assert [p.name for p in busy.iterdir()] == ["keep.txt"] and (busy / "keep.txt").read_text() == "user file"
     with pytest.raises(Error, match="overlaps the source"):
         pdt.switch(str(switch_root), str(switch_root / "prepared"), labeled_ratio=0.5)
 

@@ -9,12 +9,13 @@ checks the split and writes the images, labels and ``datalist.json``.
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import math
+import os
 import re
 import shlex
+import shutil
 import struct
 import zlib
 from collections.abc import Callable, Iterable, Sequence
@@ -28,6 +29,7 @@ from PIL import Image
 LOG = logging.getLogger("prepare_data")
 
 LIST_KEYS = ("labeled", "unlabeled", "validation", "test")
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")  # an output id: one path component, not hidden
 _READ_ERRORS = (OSError, SyntaxError, ValueError, EOFError, zlib.error, struct.error, Image.DecompressionBombError)
 
 
@@ -47,6 +49,9 @@ class Item:
         label: the source label file(s) when known, for messages.
         has_label: whether the item can go to a labelled list.
         extra: additional keys copied into the datalist entry (e.g. ``spacing``).
+        probe: a cheap check of the source files (existence, header, keys, sizes) run before anything is
+            written; it raises :class:`DatasetPreparationError` on a bad file and returns whether the item
+            has a label (``None``: no check).
     """
 
     uid: str
@@ -56,6 +61,7 @@ class Item:
     label: Path | None = None
     has_label: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
+    probe: Callable[[], bool] | None = None
 
 
 @dataclass
@@ -105,9 +111,19 @@ def _round_half_up(value: float) -> int:
     return int(math.floor(value + 0.5))
 
 
+def _read_text(path: Path, what: str) -> str:
+    """The text of a list or table file; an unreadable or binary file is a clear error."""
+    try:
+        return path.read_text()
+    except UnicodeDecodeError as exc:
+        raise _error(path, f"{what} is not a text file ({exc.reason} at byte {exc.start})") from exc
+    except OSError as exc:
+        raise _error(path, f"cannot read {what} ({exc.strerror or exc})") from exc
+
+
 def _read_id_list(path: Path) -> list[str]:
     """Read a list file: one entry a line, blank lines and ``#`` comments skipped, order kept."""
-    lines = [line.strip() for line in path.read_text().splitlines()]
+    lines = [line.strip() for line in _read_text(path, "list file").splitlines()]
     return [line for line in lines if line and not line.startswith("#")]
 
 
@@ -128,9 +144,17 @@ def _strip_suffix(name: str, suffixes: Sequence[str]) -> str:
 def _safe_id(text: str) -> str:
     """Turn a file stem into an output id (letters, digits, ``_``, ``-`` and ``.``)."""
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")
-    if not safe:
-        raise DatasetPreparationError(f"cannot derive an id from {text!r}")
+    if not _SAFE_NAME.fullmatch(safe):
+        raise DatasetPreparationError(f"cannot derive an output file name from {text!r}; rename the source file")
     return safe
+
+
+def _inside(folder: Path, entry: str, listed_in: Path) -> Path:
+    """``folder / entry`` when it names a path inside ``folder`` (symbolic links in it may point anywhere)."""
+    path = folder / entry
+    if folder not in Path(os.path.normpath(path)).parents:
+        raise _error(listed_in, f"lists {entry!r}, which is not inside {folder}; list names relative to that folder")
+    return path
 
 
 def _tool_string(command: str, options: dict[str, Any]) -> str:
@@ -163,6 +187,34 @@ def _open_image(path: Path, what: str) -> Image.Image:
     except _READ_ERRORS as exc:
         raise _error(path, f"cannot read {what} ({type(exc).__name__}: {exc})") from exc
     return img
+
+
+def _image_shape(path: Path, what: str) -> tuple[int, int]:
+    """``(height, width)`` from an image file's header (cheap: nothing is decoded)."""
+    _check_file(path, what)
+    try:
+        with Image.open(path) as img:
+            width, height = img.size
+    except _READ_ERRORS as exc:
+        raise _error(path, f"cannot read {what} ({type(exc).__name__}: {exc})") from exc
+    return height, width
+
+
+def probe_2d(image: Path, labels: Sequence[Path] = (), what: str = "label") -> bool:
+    """Check an image and its label files before anything is written: readable headers, one size.
+
+    Returns:
+        Whether the image has a label (``labels`` is not empty).
+
+    Raises:
+        DatasetPreparationError: a missing, empty or unreadable file, or a label of another size.
+    """
+    shape = _image_shape(image, "image")
+    for label in labels:
+        label_shape = _image_shape(label, what)
+        if label_shape != shape:
+            raise _error(label, f"{what} size {label_shape} differs from image {image.name} size {shape}")
+    return bool(labels)
 
 
 def read_grey(path: Path) -> np.ndarray:
@@ -371,8 +423,41 @@ def validate_splits(assignment: dict[str, list[str]], *, shared_eval: bool = Fal
 # ---------------------------------------------------------------------------------------------
 
 
-def _prepare_output(output: str | Path | None, sources: Sequence[Path], overwrite: bool) -> Path:
-    """Check the output folder; refuse a non-empty one (unless ``overwrite``) or one overlapping a source."""
+@dataclass(frozen=True)
+class OutputFolder:
+    """Where a run writes: the output folder, and whether an earlier prepared dataset there may be replaced."""
+
+    path: Path
+    replace: bool
+
+
+_WRITTEN_NAMES = {"datalist.json", "images", "labels"}
+
+
+def _prepared_dataset_problem(out: Path) -> str | None:
+    """Why the non-empty folder ``out`` is not a dataset this tool wrote (so it must not be replaced), or None."""
+    datalist = out / "datalist.json"
+    if not datalist.is_file():
+        return "holds no datalist.json, so it is not a prepared dataset"
+    try:
+        content = json.loads(datalist.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        content = None
+    if not isinstance(content, dict) or not all(key in content for key in LIST_KEYS):
+        return "holds a datalist.json that prepare_data.py did not write"
+    others = sorted(p.name for p in out.iterdir() if p.name not in _WRITTEN_NAMES)
+    if others:
+        return f"holds files prepare_data.py did not write ({', '.join(others[:5])})"
+    return None
+
+
+def _prepare_output(output: str | Path | None, sources: Sequence[Path], overwrite: bool) -> OutputFolder:
+    """Check the output folder; refuse a non-empty one (unless ``overwrite``) or one overlapping a source.
+
+    With ``overwrite``, a non-empty folder must hold a prepared dataset and nothing else (``datalist.json``,
+    ``images/``, ``labels/``): it is replaced as a whole once the new dataset is complete. Any other
+    non-empty folder is refused, never deleted.
+    """
     if output is None or str(output) == "":
         raise DatasetPreparationError("no --output folder given")
     out = Path(output).expanduser().resolve()
@@ -383,32 +468,64 @@ def _prepare_output(output: str | Path | None, sources: Sequence[Path], overwrit
         raise _error(out, "output path exists and is not a folder")
     if out.is_dir() and any(out.iterdir()):
         if not overwrite:
-            raise _error(out, "output folder is not empty (pass --overwrite True to write into it)")
-        LOG.warning("%s: writing into a non-empty folder (files of the same name are replaced)", out)
-    return out
+            raise _error(
+                out, "output folder is not empty (pass --overwrite True to replace the dataset prepared in it)"
+            )
+        problem = _prepared_dataset_problem(out)
+        if problem is not None:
+            raise _error(out, f"output folder {problem}; it is not replaced: empty it yourself or choose another one")
+        LOG.warning("%s: the prepared dataset there is replaced once the new one is complete", out)
+    return OutputFolder(out, overwrite)
 
 
-def _write_with_cleanup(write: Callable[[], dict[str, dict[str, str]]], out: Path) -> dict[str, dict[str, str]]:
-    """Run a writer into ``out/images`` and ``out/labels``; on failure remove only what this run created.
+def _write_all_or_nothing(write: Callable[[Path], Path], output: OutputFolder) -> Path:
+    """Run ``write`` into a temporary sibling of the output folder, then put the complete result in its place.
 
-    Files and folders that existed before the run are never deleted, so a failed run leaves the
-    output folder as it was (and can be retried without ``--overwrite``).
+    ``write(folder)`` writes the whole dataset into ``folder`` and returns the path of its ``datalist.json``.
+    The output folder changes only when everything was written: a failed run (any error, or Ctrl-C) removes
+    the temporary folder and leaves the output exactly as it was. With ``output.replace``, an earlier prepared
+    dataset is swapped out as a whole (never mixed with the new one) and then deleted.
+
+    Returns:
+        The path of ``datalist.json`` in the output folder.
     """
-    folders = [out, out / "images", out / "labels"]
-    new_folders = [folder for folder in folders if not folder.exists()]
-    before = {p for folder in folders[1:] if folder.is_dir() for p in folder.iterdir()}
-    for folder in folders[1:]:
-        folder.mkdir(parents=True, exist_ok=True)
+    out = output.path
+    tmp = out.with_name(f"{out.name}.partial-{os.getpid()}")
+    old = out.with_name(f"{out.name}.replaced-{os.getpid()}")
     try:
-        return write()
-    except BaseException:
-        for folder in folders[1:]:
-            for path in set(folder.iterdir()) - before:
-                path.unlink()
-        for folder in reversed(new_folders):
-            if folder.is_dir() and not any(folder.iterdir()):
-                folder.rmdir()
-        raise
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        (tmp / "images").mkdir(parents=True)
+        (tmp / "labels").mkdir()
+        datalist = write(tmp)
+        if out.is_dir() and any(out.iterdir()):
+            problem = "was filled during the run" if not output.replace else _prepared_dataset_problem(out)
+            if problem is not None:
+                raise _error(out, f"output folder {problem}; it is not replaced")
+            os.rename(out, old)
+            try:
+                os.rename(tmp, out)
+            except BaseException:
+                os.rename(old, out)
+                raise
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, out)  # replaces an empty folder
+    except OSError as exc:
+        where = exc.filename or tmp
+        raise _error(where, f"{exc.strerror or exc}; the output folder {out} is unchanged") from exc
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out / datalist.relative_to(tmp)
+
+
+def _probe(items: list[Item], assignment: dict[str, list[str]]) -> None:
+    """Run the cheap source checks of every listed item before anything is written; record which have a label."""
+    listed = {case for cases in assignment.values() for case in cases}
+    for item in items:
+        if item.case in listed and item.probe is not None:
+            item.has_label = bool(item.probe())
 
 
 def _assign(items: list[Item], assignment: dict[str, list[str]]) -> dict[str, list[Item]]:
@@ -420,7 +537,11 @@ def _assign(items: list[Item], assignment: dict[str, list[str]]) -> dict[str, li
         for item in items:
             if item.case in cases:
                 if key != "unlabeled" and not item.has_label:
-                    raise _error(item.image, f"has no label but case {item.case} is in the {key} list")
+                    raise _error(
+                        item.image,
+                        f"has no label but case {item.case} is in the {key} list: add its label, or list the case "
+                        "as unlabelled only",
+                    )
                 by_list[key].append(item)
                 seen.add(item.case)
     skipped = sorted({item.case for item in items} - seen)
@@ -507,8 +628,12 @@ def _finish(
     by_list: dict[str, list[Item]],
     written: dict[str, dict[str, str]],
     split: dict[str, Any],
+    global_spacing: bool = False,
 ) -> Path:
-    """Build, validate and write ``datalist.json``; log the summary; return its path."""
+    """Build, validate and write ``datalist.json``; return its path.
+
+    With ``global_spacing``, the datalist's ``spacing`` is the items' one when they all have the same.
+    """
     datalist: dict[str, Any] = {
         "name": meta.name,
         "description": meta.description,
@@ -525,6 +650,8 @@ def _finish(
         for item in sorted(by_list[key], key=lambda it: it.uid):
             entry: dict[str, Any] = {"image": written[item.uid]["image"]}
             if key != "unlabeled":
+                if "label" not in written[item.uid]:
+                    raise _error(item.image, f"no label was read but case {item.case} is in the {key} list")
                 entry["label"] = written[item.uid]["label"]
             entries.append({**entry, "case": item.case, **item.extra})
         lists[key] = entries
@@ -535,10 +662,12 @@ def _finish(
     }
     datalist["split"] = split
     datalist.update(lists)
+    if global_spacing:
+        spacings = {tuple(e["spacing"]) for key in LIST_KEYS for e in lists[key] if "spacing" in e}
+        if len(spacings) == 1:
+            datalist["spacing"] = list(spacings.pop())
     path = out / "datalist.json"
     path.write_text(json.dumps(datalist, indent=2) + "\n")
-    counts = ", ".join(f"{key} {n}" for key, n in split["counts"].items())
-    LOG.info("%s: wrote %d images (%s) to %s", meta.name, len(written), counts, path)
     return path
 
 
@@ -546,22 +675,38 @@ def _run(
     items: list[Item],
     assignment: dict[str, list[str]],
     *,
-    out: Path,
+    out: OutputFolder,
     meta: Meta,
     split: dict[str, Any],
     num_classes: int,
     log_every: int,
+    global_spacing: bool = False,
 ) -> Path:
-    """Validate the split, write the files of every listed item and the datalist."""
+    """Validate the split and the listed sources, then write every listed item and the datalist, all or nothing.
+
+    Args:
+        global_spacing: record the items' common ``spacing`` as the datalist's (see :func:`_finish`).
+    """
     validate_splits(assignment, shared_eval=split.get("test_from") == "val" or split.get("val_from") == "test")
+    _probe(items, assignment)
     by_list = _assign(items, assignment)
     todo = _unique_items(by_list)
     if not by_list["labeled"]:
         raise DatasetPreparationError("the labelled list is empty")
-    LOG.info("converting %d %dD images into %s", len(todo), meta.dimensions, out)
+    for item in todo:
+        if not _SAFE_NAME.fullmatch(item.uid):
+            raise _error(item.image, f"output id {item.uid!r} is not a plain file name; rename the source file")
     writer = write_2d if meta.dimensions == 2 else write_3d
-    written = _write_with_cleanup(functools.partial(writer, todo, out, num_classes, log_every), out)
-    return _finish(out, meta, by_list, written, split)
+
+    def write(folder: Path) -> Path:
+        written = writer(todo, folder, num_classes, log_every)
+        return _finish(folder, meta, by_list, written, split, global_spacing)
+
+    LOG.info("converting %d %dD images into %s", len(todo), meta.dimensions, out.path)
+    path = _write_all_or_nothing(write, out)
+    counts = ", ".join(f"{key} {len(by_list[key])}" for key in LIST_KEYS)
+    LOG.info("%s: wrote %d images (%s) to %s", meta.name, len(todo), counts, path)
+    return path
 
 
 def _seeded_split_meta(

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import functools
+import io
 import math
 import re
 from collections.abc import Sequence
@@ -22,16 +23,19 @@ from .common import (
     _check_unique_uids,
     _class_names,
     _error,
+    _inside,
     _open_image,
     _pair_folders,
     _prepare_output,
     _read_id_list,
+    _read_text,
     _require_items,
     _run,
     _safe_id,
     _seeded_split_meta,
     _split_with_unlabeled_only,
     _tool_string,
+    probe_2d,
     read_grey,
     read_label_indices,
     read_mask_foreground,
@@ -78,7 +82,8 @@ def busi(
         val_ratio: validation fraction of all cases.
         test_ratio: test fraction of all cases.
         name: dataset name in the datalist.
-        overwrite: allow a non-empty output folder.
+        overwrite: replace the dataset an earlier run prepared in the output folder (as a whole, once the new
+            one is complete).
         log_every: log progress every this many images.
 
     Returns:
@@ -105,7 +110,9 @@ def busi(
             if not masks:
                 raise _error(image, f"image without its mask (expected {image.stem}_mask.png)")
             uid = f"{cls}_{int(match.group(1)):03d}"
-            items.append(Item(uid, uid, image, functools.partial(_read_image_and_masks, image, masks), label=masks[0]))
+            reader = functools.partial(_read_image_and_masks, image, masks)
+            probe = functools.partial(probe_2d, image, masks, "mask")
+            items.append(Item(uid, uid, image, reader, label=masks[0], probe=probe))
     _require_items(items, root)
     _check_unique_uids(items)
     out = _prepare_output(output, [src], overwrite)
@@ -159,7 +166,8 @@ def ddti(
         val_ratio: validation fraction of all cases.
         test_ratio: test fraction of all cases.
         name: dataset name in the datalist.
-        overwrite: allow a non-empty output folder.
+        overwrite: replace the dataset an earlier run prepared in the output folder (as a whole, once the new
+            one is complete).
         log_every: log progress every this many images.
 
     Returns:
@@ -178,7 +186,9 @@ def ddti(
         case = image.stem.split("_", 1)[0]
         case = str(int(case)) if case.isdigit() else case  # "007" and "7" are one patient
         uid = _safe_id(image.stem.replace("(", "_").replace(")", ""))
-        items.append(Item(uid, case, image, functools.partial(_read_image_and_masks, image, [mask]), label=mask))
+        reader = functools.partial(_read_image_and_masks, image, [mask])
+        probe = functools.partial(probe_2d, image, [mask], "mask")
+        items.append(Item(uid, case, image, reader, label=mask, probe=probe))
     _require_items(items, images_dir)
     _check_unique_uids(items)
     out = _prepare_output(output, [src], overwrite)
@@ -225,7 +235,7 @@ def _read_hc18_pixel_sizes(csv_path: Path) -> dict[str, float]:
     import csv
 
     _check_file(csv_path, "pixel size csv")
-    with csv_path.open(newline="") as handle:
+    with io.StringIO(_read_text(csv_path, "pixel size csv")) as handle:
         reader = csv.DictReader(handle)
         columns = {c.strip().lower(): c for c in reader.fieldnames or []}
         if "filename" not in columns or "pixel size(mm)" not in columns:
@@ -262,7 +272,8 @@ def hc18(
         val_ratio: validation fraction of all cases.
         test_ratio: test fraction of all cases.
         name: dataset name in the datalist.
-        overwrite: allow a non-empty output folder.
+        overwrite: replace the dataset an earlier run prepared in the output folder (as a whole, once the new
+            one is complete).
         log_every: log progress every this many images.
 
     Returns:
@@ -287,8 +298,17 @@ def hc18(
             raise _error(image, f"no pixel size for this file in {csv_path}")
         spacing = [sizes[image.name], sizes[image.name]]
         reader = functools.partial(_read_hc18, image, annotation)
+        probe = functools.partial(probe_2d, image, [annotation], "annotation")
         items.append(
-            Item(_safe_id(image.stem), match.group(1), image, reader, label=annotation, extra={"spacing": spacing})
+            Item(
+                _safe_id(image.stem),
+                match.group(1),
+                image,
+                reader,
+                label=annotation,
+                extra={"spacing": spacing},
+                probe=probe,
+            )
         )
     _require_items(items, images_dir)
     out = _prepare_output(output, [src], overwrite)
@@ -324,8 +344,8 @@ def _read_image_and_label(image: Path, label: Path | None, num_classes: int) -> 
 
 
 def _resolve_listed(folder: Path, entry: str, list_file: Path) -> Path:
-    """Find the file a list line names (with or without a ``.png`` suffix)."""
-    for candidate in (folder / entry, folder / f"{entry}.png"):
+    """Find the file a list line names (with or without a ``.png`` suffix); it must be inside ``folder``."""
+    for candidate in (_inside(folder, entry, list_file), _inside(folder, f"{entry}.png", list_file)):
         if candidate.is_file():
             return candidate
     raise _error(list_file, f"lists {entry!r} but {folder / entry} does not exist")
@@ -352,7 +372,8 @@ def switch(
         labeled_ratio: labelled fraction of ``train.txt``.
         num_classes: number of classes (label values are checked against it).
         name: dataset name in the datalist (default: the folder name).
-        overwrite: allow a non-empty output folder.
+        overwrite: replace the dataset an earlier run prepared in the output folder (as a whole, once the new
+            one is complete).
         log_every: log progress every this many images.
 
     Returns:
@@ -379,7 +400,8 @@ def switch(
                 raise _error(image, f"image without its mask (expected {label})")
             uid = _safe_id(image.stem)
             reader = functools.partial(_read_image_and_label, image, label, num_classes)
-            items.setdefault(uid, Item(uid, uid, image, reader, label=label))
+            probe = functools.partial(probe_2d, image, [label], "label")
+            items.setdefault(uid, Item(uid, uid, image, reader, label=label, probe=probe))
             ids[key].append(uid)
     n_train = len(ids["train"])
     n_lab = math.floor(labeled_ratio * n_train)
@@ -450,7 +472,8 @@ def folder(
         val_ratio: validation fraction of all cases.
         test_ratio: test fraction of all cases.
         name: dataset name in the datalist (default: the image folder's parent name).
-        overwrite: allow a non-empty output folder.
+        overwrite: replace the dataset an earlier run prepared in the output folder (as a whole, once the new
+            one is complete).
         log_every: log progress every this many images.
 
     Returns:
@@ -461,7 +484,9 @@ def folder(
     for stem, image, label in _pair_folders(images_dir, labels_dir, IMAGE_2D_SUFFIXES, unlabeled_without_label):
         uid = _safe_id(stem)
         reader = functools.partial(_read_image_and_label, image, label, num_classes)
-        items.append(Item(uid, _case_of(uid, case_pattern), image, reader, label=label, has_label=label is not None))
+        probe = functools.partial(probe_2d, image, [label] if label is not None else [], "label")
+        case = _case_of(uid, case_pattern)
+        items.append(Item(uid, case, image, reader, label=label, has_label=label is not None, probe=probe))
     _require_items(items, images_dir)
     _check_unique_uids(items)
     out = _prepare_output(output, [images_dir, labels_dir], overwrite)

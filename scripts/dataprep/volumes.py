@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 
 from .common import (
-    LIST_KEYS,
     DatasetPreparationError,
     Item,
     Meta,
@@ -32,6 +31,7 @@ from .common import (
     _pair_folders,
     _prepare_output,
     _read_id_list,
+    _read_text,
     _require_items,
     _run,
     _safe_id,
@@ -69,6 +69,70 @@ def _read_h5(path: Path, keys: Sequence[str], optional: Sequence[str] = ()) -> d
         raise
     except (OSError, KeyError, ValueError, TypeError) as exc:
         raise _error(path, f"cannot read HDF5 file ({type(exc).__name__}: {exc})") from exc
+
+
+def _probe_h5(path: Path, ndim: int) -> tuple[tuple[int, ...], bool]:
+    """Check an HDF5 file without reading its arrays: a numeric ``image`` of ``ndim`` axes, a ``label`` of its shape.
+
+    Returns:
+        The image shape, and whether the file holds a ``label``.
+    """
+    import h5py
+
+    _check_file(path, "HDF5")
+    try:
+        with h5py.File(path, "r") as handle:
+            keys = sorted(handle.keys())
+            image, label = handle.get("image"), handle.get("label")
+            if not isinstance(image, h5py.Dataset):
+                raise _error(path, f"missing key(s) ['image'] (has {keys})")
+            for key, data in (("image", image), ("label", label)):
+                if data is not None and (not isinstance(data, h5py.Dataset) or data.dtype.kind not in "biuf"):
+                    raise _error(path, f"{key!r} is not an array of numbers (has {keys})")
+            if image.ndim != ndim:
+                raise _error(path, f"expected a {ndim}D 'image', got shape {image.shape}")
+            if label is not None and label.shape != image.shape:
+                raise _error(path, f"label shape {label.shape} differs from image shape {image.shape}")
+            return image.shape, label is not None
+    except DatasetPreparationError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError) as exc:
+        raise _error(path, f"cannot read HDF5 file ({type(exc).__name__}: {exc})") from exc
+
+
+def _probe_h5_volume(path: Path) -> bool:
+    """Check a 3D HDF5 volume up front (see :func:`_probe_h5`); return whether it has a label."""
+    return _probe_h5(path, 3)[1]
+
+
+def _probe_h5_slices(paths: Sequence[Path]) -> bool:
+    """Check the 2D HDF5 slices of one frame up front: one shape; return whether every slice has a label."""
+    shapes: dict[tuple[int, ...], Path] = {}
+    labelled = True
+    for path in paths:
+        shape, has_label = _probe_h5(path, 2)
+        shapes.setdefault(shape, path)
+        if len(shapes) > 1:
+            raise _error(path, f"slice shape {shape} differs from the frame's other slices ({next(iter(shapes))})")
+        labelled &= has_label
+    return labelled
+
+
+def _probe_files(image: Path, label: Path | None) -> bool:
+    """Check that an image volume and its label (if any) are non-empty files; return whether it has a label."""
+    _check_file(image, "image")
+    if label is not None:
+        _check_file(label, "label")
+    return label is not None
+
+
+def _read_case_list(path: Path) -> list[str]:
+    """Read a list of case folder names (see :func:`_read_id_list`); every entry must be one plain folder name."""
+    ids = _read_id_list(path)
+    for case in ids:
+        if case in (".", "..") or "/" in case or "\\" in case:
+            raise _error(path, f"lists {case!r}, which is not a case folder name; list the case folders by name")
+    return ids
 
 
 def _read_la(path: Path) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
@@ -157,7 +221,8 @@ def la(
         downsample: shrink every volume by this integer factor per axis (1: as stored, 0.625 mm). The CPU quality
             protocol uses 2 (1.25 mm), so that its small training crops still hold much of the atrium; each
             item records its own spacing, since ``round(n / factor)`` changes the voxel size slightly per volume.
-        overwrite: allow a non-empty output folder.
+        overwrite: replace the dataset an earlier run prepared in the output folder (as a whole, once the new
+            one is complete).
         log_every: log progress every this many volumes.
 
     Returns:
@@ -170,16 +235,16 @@ def la(
     case_root = src / "2018LA_Seg_Training Set" if (src / "2018LA_Seg_Training Set").is_dir() else src
     train_file = _find_list(folders, ["train.list"])
     if train_file is not None:
-        train = _read_id_list(train_file)
+        train = _read_case_list(train_file)
         label_file = _find_list(folders, [f"train_{num_labeled}_label.list"]) or train_file
-        labelled_source = _read_id_list(label_file)
+        labelled_source = _read_case_list(label_file)
     else:
         label_file = _find_list(folders, ["labeled.list"])
         if label_file is None:
             raise _error(src, "no train.list or labeled.list found")
-        labelled_source = _read_id_list(label_file)
+        labelled_source = _read_case_list(label_file)
         unlabeled_file = _find_list(folders, ["unlabeled.list"])
-        train = _unique(labelled_source + (_read_id_list(unlabeled_file) if unlabeled_file else []))
+        train = _unique(labelled_source + (_read_case_list(unlabeled_file) if unlabeled_file else []))
     if num_labeled < 1 or num_labeled > len(labelled_source):
         raise _error(label_file, f"--num_labeled {num_labeled} but the list holds {len(labelled_source)} ids")
     labelled = labelled_source[:num_labeled]
@@ -187,8 +252,8 @@ def la(
     unlabelled = [c for c in train if c not in set(labelled)]
     val_file, test_file = _find_list(folders, ["val.list"]), _find_list(folders, ["test.list"])
     val, test, notes = _split_eval(
-        _read_id_list(val_file) if val_file else None,
-        _read_id_list(test_file) if test_file else None,
+        _read_case_list(val_file) if val_file else None,
+        _read_case_list(test_file) if test_file else None,
         test_from=test_from,
         val_from=val_from,
         val_ratio=val_ratio,
@@ -202,7 +267,8 @@ def la(
         path = case_root / case / "mri_norm2.h5"
         if not path.is_file():
             raise _error(path, f"case {case} is listed but its volume is missing")
-        items.append(Item(_safe_id(case), case, path, functools.partial(_read_la, path), label=path))
+        reader, probe = functools.partial(_read_la, path), functools.partial(_probe_h5_volume, path)
+        items.append(Item(_safe_id(case), case, path, reader, label=path, probe=probe))
     _require_items(items, case_root)
     if downsample > 1:
         for item in items:
@@ -236,8 +302,16 @@ def la(
         "ratios": _eval_ratios("split" in notes.values(), val_ratio, test_ratio),
         **notes,
     }
-    path = _run(items, assignment, out=out, meta=meta, split=split, num_classes=2, log_every=log_every)
-    return _set_global_spacing(path) if downsample > 1 else path
+    return _run(
+        items,
+        assignment,
+        out=out,
+        meta=meta,
+        split=split,
+        num_classes=2,
+        log_every=log_every,
+        global_spacing=downsample > 1,
+    )
 
 
 def _acdc_patient(text: str) -> str:
@@ -250,7 +324,7 @@ def _acdc_patient(text: str) -> str:
 
 def _acdc_patients_in(path: Path) -> list[str]:
     """Patients named in an SSL4MIS list file (slice or volume names), in first-seen order."""
-    return _unique(f"patient{m}" for m in re.findall(r"patient(\d{3})", path.read_text()))
+    return _unique(f"patient{m}" for m in re.findall(r"patient(\d{3})", _read_text(path, "list file")))
 
 
 def _acdc_labelled(labeled_patients: Any, label_lists: list[Path]) -> list[str]:
@@ -323,6 +397,7 @@ def _acdc_frames(data_dir: Path) -> list[Item]:
                     volumes[frame],
                     functools.partial(_read_acdc_volume, volumes[frame]),
                     label=volumes[frame],
+                    probe=functools.partial(_probe_h5_volume, volumes[frame]),
                 )
             )
             continue
@@ -334,7 +409,8 @@ def _acdc_frames(data_dir: Path) -> list[Item]:
                 f"slice missing in frame {frame} (found {numbers})",
             )
         paths = [slices[frame][k] for k in numbers]
-        items.append(Item(uid, case, paths[0], functools.partial(_read_acdc_slices, paths), label=paths[0]))
+        reader, probe = functools.partial(_read_acdc_slices, paths), functools.partial(_probe_h5_slices, paths)
+        items.append(Item(uid, case, paths[0], reader, label=paths[0], probe=probe))
     return items
 
 
@@ -373,7 +449,8 @@ def acdc(
         val_ratio: validation fraction of the patients (seeded split) or share (``split``).
         test_ratio: test fraction of the patients (seeded split) or share (``split``).
         name: dataset name in the datalist.
-        overwrite: allow a non-empty output folder.
+        overwrite: replace the dataset an earlier run prepared in the output folder (as a whole, once the new
+            one is complete).
         log_every: log progress every this many volumes.
 
     Returns:
@@ -525,11 +602,17 @@ def _msd_items(msd: Path, channel: int | None, use_test: bool) -> tuple[list[Ite
             raise _error(msd, f"training entry {entry!r} lacks image/label")
         image, label = (base / entry["image"]).resolve(), (base / entry["label"]).resolve()
         uid = _safe_id(_strip_suffix(image.name, IMAGE_3D_SUFFIXES))
-        items.append(Item(uid, uid, image, functools.partial(_read_nifti_pair, image, label, channel), label=label))
+        reader = functools.partial(_read_nifti_pair, image, label, channel)
+        probe = functools.partial(_probe_files, image, label)
+        items.append(Item(uid, uid, image, reader, label=label, probe=probe))
     for entry in spec.get("test", []) if use_test else []:
         image = (base / (entry["image"] if isinstance(entry, dict) else entry)).resolve()
         uid = _safe_id(_strip_suffix(image.name, IMAGE_3D_SUFFIXES))
-        items.append(Item(uid, uid, image, functools.partial(_read_nifti_pair, image, None, channel), has_label=False))
+        reader, probe = (
+            functools.partial(_read_nifti_pair, image, None, channel),
+            functools.partial(_probe_files, image, None),
+        )
+        items.append(Item(uid, uid, image, reader, has_label=False, probe=probe))
     return items, spec
 
 
@@ -584,7 +667,8 @@ def nifti(
         val_ratio: validation fraction of all cases.
         test_ratio: test fraction of all cases.
         name: dataset name in the datalist.
-        overwrite: allow a non-empty output folder.
+        overwrite: replace the dataset an earlier run prepared in the output folder (as a whole, once the new
+            one is complete).
         log_every: log progress every this many volumes.
 
     Returns:
@@ -601,7 +685,8 @@ def nifti(
         for stem, image, label in _pair_folders(images_dir, labels_dir, IMAGE_3D_SUFFIXES, unlabeled_without_label):
             uid = _safe_id(stem)
             reader = functools.partial(_read_nifti_pair, image, label, channel)
-            items.append(Item(uid, uid, image, reader, label=label, has_label=label is not None))
+            probe = functools.partial(_probe_files, image, label)
+            items.append(Item(uid, uid, image, reader, label=label, has_label=label is not None, probe=probe))
         sources, src_path, fmt = [images_dir, labels_dir], images_dir, "nifti"
     for item in items:
         item.case = _case_of(item.uid, case_pattern)
@@ -644,8 +729,16 @@ def nifti(
         {"format": fmt, "path": str(src_path), "tool": _tool_string("nifti", options)},
     )
     split = _seeded_split_meta(seed, "case" if case_pattern else "image", labeled_ratio, val_ratio, test_ratio)
-    path = _run(items, assignment, out=out, meta=meta, split=split, num_classes=num_classes, log_every=log_every)
-    return _set_global_spacing(path)
+    return _run(
+        items,
+        assignment,
+        out=out,
+        meta=meta,
+        split=split,
+        num_classes=num_classes,
+        log_every=log_every,
+        global_spacing=True,
+    )
 
 
 def _recording_spacing(item: Item) -> Callable[[], tuple]:
@@ -658,13 +751,3 @@ def _recording_spacing(item: Item) -> Callable[[], tuple]:
         return image, label, affine
 
     return read_and_record
-
-
-def _set_global_spacing(path: Path) -> Path:
-    """Record a global ``spacing`` in the datalist when every item has the same one."""
-    datalist = json.loads(path.read_text())
-    spacings = {tuple(e["spacing"]) for key in LIST_KEYS for e in datalist[key] if "spacing" in e}
-    if len(spacings) == 1:
-        datalist["spacing"] = list(spacings.pop())
-        path.write_text(json.dumps(datalist, indent=2) + "\n")
-    return path
