@@ -1,0 +1,421 @@
+# Copyright (c) 2026 ssl-monai-bundles contributors
+# SPDX-License-Identifier: Apache-2.0
+"""The project's bad-input matrix: each bad input a user can give a tool, the clear error it gets, and proof
+that nothing the user had was changed.
+
+Every row of :data:`CASES` is a :class:`Case`: an id, a ``setup`` that builds the bad input (and whatever the
+user already had, e.g. a prepared dataset to ``--overwrite``) under the test's own folder and returns a
+:class:`Trial`, and the fragment (a regular expression) the error message must contain. The test snapshots
+the trial's watched folders (names and bytes of every file; an absent folder must stay absent), runs the
+trial, expects the error (a few lines at most, no traceback from the command line) and compares the
+snapshots. A failed run must also leave no temporary sibling folder (``<output>.partial-*``) behind.
+
+To add a case: write a ``setup(tmp: Path) -> Trial`` beside the others (reuse the small source builders) and
+append a row to ``CASES``; a tool other than ``prepare_data.py`` sets ``raises`` to its own error class, or
+uses :func:`_cli` to run its command line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import re
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import nibabel as nib
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+PREPARE_DATA = REPO / "scripts" / "prepare_data.py"
+
+
+def _load(path: Path, name: str):
+    """Import a repository tool as a stand-alone module (the bundles own a package named ``scripts``)."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+pdt = _load(PREPARE_DATA, "prepare_data_tool")
+
+
+# ---------------------------------------------------------------------------------------------
+# the table's machinery
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Trial:
+    """What a case runs and which folders must come out of it exactly as they went in."""
+
+    run: Callable[[], object]
+    watched: tuple[Path, ...]
+
+
+@dataclass(frozen=True)
+class Case:
+    """One row of the matrix: ``setup(tmp)`` builds the bad input; ``error`` is searched in the message."""
+
+    id: str
+    setup: Callable[[Path], Trial]
+    error: str
+    raises: type[BaseException] = field(default=pdt.DatasetPreparationError)
+
+
+class CommandLineError(Exception):
+    """A command line that exited with status 2: its message is the ERROR lines it printed."""
+
+
+def _cli(script: Path, *args: object) -> Callable[[], object]:
+    """Run a tool's command line; raise :class:`CommandLineError` when it refuses (status 2, no traceback)."""
+
+    def run() -> None:
+        proc = subprocess.run(
+            [sys.executable, str(script), *map(str, args)], capture_output=True, text=True, timeout=300
+        )
+        output = proc.stdout + proc.stderr
+        assert "Traceback" not in output, output
+        if proc.returncode != 0:
+            assert proc.returncode == 2, output
+            raise CommandLineError("\n".join(line for line in output.splitlines() if " ERROR " in line))
+
+    return run
+
+
+def _snapshot(folder: Path) -> dict[str, str] | None:
+    """Every path under ``folder`` with a hash of its bytes (``None`` when the folder is absent)."""
+    if not folder.exists():
+        return None
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "folder"
+        for p in sorted(folder.rglob("*"))
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# small sources
+# ---------------------------------------------------------------------------------------------
+
+LA_CASES = ["A0", "A1", "A2", "A3", "B0"]
+
+
+def _la_source(root: Path, *, label: bool = True, seed: int = 0, cases: list[str] = LA_CASES) -> Path:
+    """A UA-MT LA tree: ``<case>/mri_norm2.h5`` (6 x 5 x 4), ``train.list`` (all but the last) and ``test.list``."""
+    rng = np.random.default_rng(seed)
+    for case in cases:
+        (root / case).mkdir(parents=True, exist_ok=True)
+        with h5py.File(root / case / "mri_norm2.h5", "w") as handle:
+            handle["image"] = rng.normal(size=(6, 5, 4)).astype(np.float32)
+            if label:
+                handle["label"] = (rng.random((6, 5, 4)) > 0.5).astype(np.uint8)
+    (root / "train.list").write_text("\n".join(cases[:-1]) + "\n")
+    (root / "test.list").write_text(cases[-1] + "\n")
+    return root
+
+
+def _acdc_source(root: Path, *, seed: int = 0) -> Path:
+    """An SSL4MIS ACDC tree: volumes (Z, H, W) of 6 patients, patient 38 only as slices, a validation list."""
+    rng = np.random.default_rng(seed)
+    (root / "data" / "slices").mkdir(parents=True, exist_ok=True)
+    for patient in (10, 38, 50, 99, 20, 21):
+        for frame in (1, 12):
+            image, label = rng.random((3, 6, 5)), rng.integers(0, 4, size=(3, 6, 5)).astype(np.uint8)
+            stem = f"patient{patient:03d}_frame{frame:02d}"
+            if patient == 38:
+                for k in range(3):
+                    with h5py.File(root / "data" / "slices" / f"{stem}_slice_{k + 1}.h5", "w") as handle:
+                        handle["image"], handle["label"] = image[k], label[k]
+            else:
+                with h5py.File(root / "data" / f"{stem}.h5", "w") as handle:
+                    handle["image"], handle["label"] = image, label
+    (root / "val_volumes.txt").write_text("data/patient020_frame01.h5\ndata/patient021_frame01.h5\n")
+    return root
+
+
+def _png(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+
+
+def _grey(seed: int, shape: tuple[int, int] = (16, 20)) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 255, size=shape).astype(np.uint8)
+
+
+def _mask(shape: tuple[int, int] = (16, 20)) -> np.ndarray:
+    mask = np.zeros(shape, np.uint8)
+    mask[2:6, 3:8] = 255
+    return mask
+
+
+DDTI_STEMS = ["1_1", "2_1(1)", "2_1(2)", "3_1", "4_1", "5_1", "6_1", "7_1", "8_1", "9_1"]
+
+
+def _ddti_source(root: Path, *, seed: int = 0) -> Path:
+    """A DDTI tree: ``cropped/<stem>.png`` with ``mask/<stem>.gif``."""
+    for i, stem in enumerate(DDTI_STEMS):
+        _png(root / "cropped" / f"{stem}.png", _grey(seed * 100 + i))
+        _png(root / "mask" / f"{stem}.gif", _mask())
+    return root
+
+
+def _switch_source(root: Path, prefix: str = "img", n: int = 9) -> Path:
+    """A Switch tree: ``images/``, ``labels/`` and ``train.txt`` / ``val.txt`` / ``test.txt``."""
+    names = [f"{prefix}{i}.png" for i in range(n)]
+    for i, name in enumerate(names):
+        _png(root / "images" / name, _grey(i))
+        _png(root / "labels" / name, _mask())
+    (root / "train.txt").write_text("\n".join(names[: n - 4]) + "\n")
+    (root / "val.txt").write_text("\n".join(names[n - 4 : n - 2]) + "\n")
+    (root / "test.txt").write_text("\n".join(names[n - 2 :]) + "\n")
+    return root
+
+
+def _prepared_la(tmp: Path, name: str = "out") -> Path:
+    """A dataset prepared from a good LA source (what ``--overwrite`` may replace)."""
+    out = tmp / name
+    pdt.la(str(_la_source(tmp / "la_before", seed=7)), str(out), num_labeled=2)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# prepare_data.py cases
+# ---------------------------------------------------------------------------------------------
+
+
+def _la_without_label(tmp: Path) -> Trial:
+    src, out = _la_source(tmp / "LA", label=False), tmp / "out"
+    return Trial(lambda: pdt.la(str(src), str(out), num_labeled=2), (out,))
+
+
+def _la_without_label_over_prepared(tmp: Path) -> Trial:
+    out = _prepared_la(tmp)
+    src = _la_source(tmp / "LA", label=False)
+    return Trial(lambda: pdt.la(str(src), str(out), num_labeled=2, overwrite=True), (out,))
+
+
+def _la_without_label_cli(tmp: Path) -> Trial:
+    src, out = _la_source(tmp / "LA", label=False), tmp / "out"
+    return Trial(_cli(PREPARE_DATA, "la", "--source", src, "--output", out, "--num_labeled", 2), (out,))
+
+
+def _la_one_label_missing_over_prepared(tmp: Path) -> Trial:
+    out = _prepared_la(tmp)
+    src = _la_source(tmp / "LA")
+    with h5py.File(src / "A1" / "mri_norm2.h5", "r+") as handle:
+        del handle["label"]
+    return Trial(lambda: pdt.la(str(src), str(out), num_labeled=2, overwrite=True), (out,))
+
+
+def _overwrite_partial_output(tmp: Path) -> Trial:
+    """The images and labels a failed run of the old tool left behind, without a datalist.json."""
+    out = _prepared_la(tmp)
+    (out / "datalist.json").unlink()
+    src = _la_source(tmp / "LA")
+    return Trial(lambda: pdt.la(str(src), str(out), num_labeled=2, overwrite=True), (out,))
+
+
+def _overwrite_user_folder(tmp: Path) -> Trial:
+    out = tmp / "mine"
+    out.mkdir()
+    (out / "keep.txt").write_text("user file")
+    src = _switch_source(tmp / "switch")
+    return Trial(lambda: pdt.switch(str(src), str(out), labeled_ratio=0.4, overwrite=True), (out,))
+
+
+def _overwrite_dataset_with_user_files(tmp: Path) -> Trial:
+    out = _prepared_la(tmp)
+    (out / "notes.txt").write_text("my notes")
+    src = _la_source(tmp / "LA")
+    return Trial(lambda: pdt.la(str(src), str(out), num_labeled=2, overwrite=True), (out,))
+
+
+def _overwrite_foreign_datalist(tmp: Path) -> Trial:
+    out = tmp / "theirs"
+    (out / "images").mkdir(parents=True)
+    (out / "datalist.json").write_text(json.dumps({"training": [{"image": "images/a.nii.gz"}]}))
+    src = _la_source(tmp / "LA")
+    return Trial(lambda: pdt.la(str(src), str(out), num_labeled=2, overwrite=True), (out,))
+
+
+def _acdc_missing_image_over_prepared(tmp: Path) -> Trial:
+    out = tmp / "out"
+    pdt.acdc(str(_acdc_source(tmp / "acdc_before", seed=1)), str(out))
+    src = _acdc_source(tmp / "ACDC", seed=2)  # new values: an old-style run replaced files before failing
+    with h5py.File(src / "data" / "patient099_frame12.h5", "r+") as handle:
+        del handle["image"]
+    return Trial(lambda: pdt.acdc(str(src), str(out), overwrite=True), (out,))
+
+
+def _acdc_missing_label(tmp: Path) -> Trial:
+    src, out = _acdc_source(tmp / "ACDC"), tmp / "out"
+    with h5py.File(src / "data" / "patient050_frame01.h5", "r+") as handle:
+        del handle["label"]
+    return Trial(lambda: pdt.acdc(str(src), str(out)), (out,))
+
+
+def _acdc_slice_missing_label(tmp: Path) -> Trial:
+    src, out = _acdc_source(tmp / "ACDC"), tmp / "out"
+    with h5py.File(src / "data" / "slices" / "patient038_frame12_slice_2.h5", "r+") as handle:
+        del handle["label"]
+    return Trial(lambda: pdt.acdc(str(src), str(out)), (out,))
+
+
+def _ddti_mask_size_over_prepared(tmp: Path) -> Trial:
+    out = tmp / "out"
+    datalist = json.loads(pdt.ddti(str(_ddti_source(tmp / "ddti_before", seed=1)), str(out)).read_text())
+    src = _ddti_source(tmp / "DDTI", seed=2)  # new pixel values everywhere
+    last = Path(datalist["test"][-1]["image"]).stem  # written last: an old-style run replaced the others first
+    stem = next(s for s in DDTI_STEMS if s.replace("(", "_").replace(")", "") == last)
+    _png(src / "mask" / f"{stem}.gif", _mask((17, 20)))
+    return Trial(lambda: pdt.ddti(str(src), str(out), overwrite=True), (out,))
+
+
+def _la_list_leaves_source(tmp: Path) -> Trial:
+    src, out = _la_source(tmp / "LA"), tmp / "out"
+    _la_source(tmp / "elsewhere", cases=["X0"])
+    (src / "train.list").write_text("A0\nA1\n../elsewhere/X0\n")
+    return Trial(lambda: pdt.la(str(src), str(out), num_labeled=2), (out, tmp / "elsewhere"))
+
+
+def _switch_list_leaves_images(tmp: Path) -> Trial:
+    src, out = _switch_source(tmp / "switch"), tmp / "out"
+    (src / "train.txt").write_text("img0.png\nimg1.png\n../labels/img2.png\nimg3.png\n")
+    return Trial(lambda: pdt.switch(str(src), str(out), labeled_ratio=0.5), (out,))
+
+
+def _la_list_not_text(tmp: Path) -> Trial:
+    src, out = _la_source(tmp / "LA"), tmp / "out"
+    (src / "test.list").write_bytes(b"\xff\xfe\x00B0\x00\x81\n")
+    return Trial(lambda: pdt.la(str(src), str(out), num_labeled=2), (out,))
+
+
+def _hc18_csv_not_text(tmp: Path) -> Trial:
+    src, out = tmp / "HC18", tmp / "out"
+    for i in range(4):
+        _png(src / "training_set" / f"00{i}_HC.png", _grey(i))
+        _png(src / "training_set" / f"00{i}_HC_Annotation.png", _mask())
+    (src / "training_set_pixel_size_and_HC.csv").write_bytes(b"filename,pixel size(mm)\n\xff\xfe\x81,0.1\n")
+    return Trial(lambda: pdt.hc18(str(src), str(out)), (out,))
+
+
+def _msd_id_not_a_file_name(tmp: Path) -> Trial:
+    root, out = tmp / "Task", tmp / "out"
+    names = ["a", "b", "c", "d", "."]  # "..nii.gz": its id would be "."
+    for name in names:
+        for folder in ("imagesTr", "labelsTr"):
+            (root / folder).mkdir(parents=True, exist_ok=True)
+            array = np.zeros((4, 4, 3), np.float32 if folder == "imagesTr" else np.uint8)
+            nib.save(nib.Nifti1Image(array, np.eye(4)), root / folder / f"{name}.nii.gz")
+    training = [{"image": f"./imagesTr/{n}.nii.gz", "label": f"./labelsTr/{n}.nii.gz"} for n in names]
+    (root / "dataset.json").write_text(
+        json.dumps({"name": "T", "labels": {"0": "bg", "1": "fg"}, "training": training})
+    )
+    return Trial(lambda: pdt.nifti(str(out), msd=str(root / "dataset.json"), labeled_ratio=0.5), (out,))
+
+
+LABEL_MISSING = r"mri_norm2\.h5: has no label but case A\d is in the labeled list"
+
+CASES = [
+    Case("la-h5-without-label", _la_without_label, LABEL_MISSING),
+    Case("la-h5-without-label-over-prepared-dataset", _la_without_label_over_prepared, LABEL_MISSING),
+    Case("la-h5-without-label-cli", _la_without_label_cli, LABEL_MISSING, CommandLineError),
+    Case(
+        "la-h5-one-label-missing-over-prepared-dataset",
+        _la_one_label_missing_over_prepared,
+        r"A1/mri_norm2\.h5: has no label but case A1 is in the labeled list",
+    ),
+    Case(
+        "overwrite-partial-output-without-datalist",
+        _overwrite_partial_output,
+        r"out: output folder holds no datalist\.json.*not replaced",
+    ),
+    Case("overwrite-user-folder", _overwrite_user_folder, r"mine: output folder holds no datalist\.json"),
+    Case(
+        "overwrite-dataset-with-user-files",
+        _overwrite_dataset_with_user_files,
+        r"out: output folder holds files prepare_data\.py did not write \(notes\.txt\)",
+    ),
+    Case(
+        "overwrite-foreign-datalist",
+        _overwrite_foreign_datalist,
+        r"theirs: output folder holds a datalist\.json that prepare_data\.py did not write",
+    ),
+    Case(
+        "acdc-h5-missing-image-over-prepared-dataset",
+        _acdc_missing_image_over_prepared,
+        r"patient099_frame12\.h5: missing key\(s\) \['image'\]",
+    ),
+    Case(
+        "acdc-h5-missing-label",
+        _acdc_missing_label,
+        r"patient050_frame01\.h5: has no label but case patient050 is in the labeled list",
+    ),
+    Case(
+        "acdc-slice-missing-label",
+        _acdc_slice_missing_label,
+        r"patient038_frame12_slice_1\.h5: has no label but case patient038 is in the labeled list",
+    ),
+    Case(
+        "ddti-mask-size-over-prepared-dataset",
+        _ddti_mask_size_over_prepared,
+        r"\.gif: mask size \(17, 20\) differs from image .*\.png size \(16, 20\)",
+    ),
+    Case(
+        "la-list-leaves-the-source",
+        _la_list_leaves_source,
+        r"train\.list: lists '\.\./elsewhere/X0', which is not a case folder name",
+    ),
+    Case(
+        "switch-list-leaves-the-images-folder",
+        _switch_list_leaves_images,
+        r"train\.txt: lists '\.\./labels/img2\.png', which is not inside .*images",
+    ),
+    Case("la-list-not-text", _la_list_not_text, r"test\.list: list file is not a text file"),
+    Case("hc18-csv-not-text", _hc18_csv_not_text, r"pixel_size_and_HC\.csv: pixel size csv is not a text file"),
+    Case("msd-id-not-a-file-name", _msd_id_not_a_file_name, r"cannot derive an output file name from '\.'"),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
+def test_bad_input(case: Case, tmp_path: Path) -> None:
+    trial = case.setup(tmp_path)
+    before = {folder: _snapshot(folder) for folder in trial.watched}
+    with pytest.raises(case.raises) as info:
+        trial.run()
+    message = str(info.value)
+    assert re.search(case.error, message), message
+    assert 1 <= len(message.splitlines()) <= 3, message
+    for folder in trial.watched:
+        assert _snapshot(folder) == before[folder], f"{folder} changed"
+        leftovers = [p.name for p in folder.parent.iterdir() if p.name.startswith(f"{folder.name}.")]
+        assert not leftovers, leftovers
+
+
+# ---------------------------------------------------------------------------------------------
+# what --overwrite leaves when it succeeds
+# ---------------------------------------------------------------------------------------------
+
+
+def test_overwrite_replaces_the_prepared_dataset_as_a_whole(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    pdt.switch(str(_switch_source(tmp_path / "first", prefix="old")), str(out), labeled_ratio=0.4)
+    assert len(list((out / "images").iterdir())) == 9
+    path = pdt.switch(
+        str(_switch_source(tmp_path / "second", prefix="new", n=6)), str(out), labeled_ratio=0.5, overwrite=True
+    )
+    datalist = json.loads(path.read_text())
+    images = {entry["image"] for key in pdt.LIST_KEYS for entry in datalist[key]}
+    on_disk = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()}
+    assert {p for p in on_disk if p.startswith("images/")} == images and len(images) == 6
+    assert all(p.startswith(("images/new", "labels/new")) for p in on_disk - {"datalist.json"}), on_disk  # none stale
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["first", "out", "second"]  # no temporary folder left
