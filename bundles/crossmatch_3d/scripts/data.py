@@ -8,27 +8,30 @@ The dataset format is the project's prepared format (``images/<id>.nii.gz``, ``l
 can make with their data is reported before training starts, as a :class:`DataError` naming the file and what is
 wrong. Volumes are read once per datalist (the result is cached) and none is kept in memory by the checks.
 
-Design and names follow ``bundles/switch_us/scripts/data.py`` (a bundle is self-contained, so this is its own module).
+The datalist structure checks, the caching and the replayable streams every bundle shares are in
+:mod:`scripts.common.datalist` and :mod:`scripts.common.sampling`; this module reads and checks volumes.
 """
 
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import os
-from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from monai.data import CacheDataset, DataLoader, load_decathlon_datalist
+from monai.data import CacheDataset
 from monai.data import Dataset as MonaiDataset
 from monai.transforms import apply_transform
-from torch.utils.data import Dataset, Sampler, Subset
+from torch.utils.data import Dataset, Subset
 
+from .common import datalist as _datalist
+from .common.errors import DataError
+from .common.keys import MIX, UNLABELED
+from .common.sampling import StreamLoader
 from .transforms import STRONG_KEYS
 
 __all__ = [
@@ -42,32 +45,20 @@ __all__ = [
     "check_datalist",
     "list_volumes",
     "load_datalist",
+    "load_datalists",
 ]
 
 logger = logging.getLogger(__name__)
 
-SPLITS = ("labeled", "unlabeled", "validation", "test")
 NIFTI_EXTS = (".nii", ".nii.gz")
 ITK_EXTS = (".nrrd", ".mha", ".mhd")
 VOLUME_EXTS = NIFTI_EXTS + ITK_EXTS
 IMAGE_2D_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif")
 
-UNLABELED = "unlabeled_image"
-"""Batch key of the weak view of the unlabelled stream (its strong views: ``UNLABELED + "_s1"`` / ``"_s2"``)."""
-MIX = "mix_image"
-"""Batch key of the weak view of the independently shuffled unlabelled "mix" stream (the CutMix partners)."""
 _SUFFIXES = tuple(k[len("image"):] for k in STRONG_KEYS)  # ("_s1", "_s2")
 UNLABELED_KEYS = (UNLABELED, *(UNLABELED + s for s in _SUFFIXES))
 MIX_KEYS = (MIX, *(MIX + s for s in _SUFFIXES))
-
-_CHECKED: OrderedDict[tuple, tuple[dict, tuple]] = OrderedDict()
-_CACHE_SIZE = 32
-
-
-class DataError(ValueError):
-    """A problem with the user's data, found before training; the message names the file."""
-
-    brief_report = True  # ``monai.bundle run`` shows its message without a traceback (scripts.utils.error_summary)
+_PREPARE = "python scripts/prepare_data.py la|acdc|nifti"
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -149,6 +140,7 @@ def _spatial(arr: np.ndarray, path: Path, what: str, spatial_dims: int) -> np.nd
 
 
 def _check_item(item: dict, split: str, num_classes: int, spatial_dims: int) -> None:
+    """Read one datalist item's volumes and check them (:func:`check_datalist`)."""
     img_path = Path(item["image"])
     what = f"{split} image"
     img = _spatial(_read_volume(img_path, what), img_path, what, spatial_dims)
@@ -188,78 +180,6 @@ def _check_item(item: dict, split: str, num_classes: int, spatial_dims: int) -> 
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def _resolve(items: list[dict], base: Path) -> list[dict]:
-    out = []
-    for item in items:
-        d = dict(item)
-        for k in ("image", "label"):
-            if k in d and isinstance(d[k], str) and not os.path.isabs(d[k]):
-                d[k] = os.path.normpath(str(base / d[k]))
-        out.append(d)
-    return out
-
-
-def _fingerprint(content: dict, base: Path) -> tuple:
-    """``(path, size, mtime)`` of every file the datalist names: a cached check is redone when a file changed."""
-    out = []
-    for split in SPLITS:
-        for item in _resolve(content.get(split) or [], base):
-            for k in ("image", "label"):
-                if isinstance(item.get(k), str):
-                    try:
-                        st = os.stat(item[k])
-                        out.append((item[k], st.st_size, st.st_mtime_ns))
-                    except OSError:
-                        out.append((item[k], -1, -1))
-    return tuple(out)
-
-
-def _check_structure(content: Any, path: Path, required: Sequence[str], spatial_dims: int) -> None:
-    if not isinstance(content, dict):
-        raise DataError(
-            f"datalist must be a JSON object with {', '.join(SPLITS)} lists, got a {type(content).__name__}: {path}"
-        )
-    for split in required:
-        if not content.get(split):
-            raise DataError(f"the '{split}' list of {path} is missing or empty: it needs at least one item.")
-    split_notes = content.get("split") if isinstance(content.get("split"), dict) else {}
-    shared_eval = split_notes.get("test_from") == "val" or split_notes.get("val_from") == "test"
-    owner: dict[str, str] = {}
-    base = path.parent
-    for split in SPLITS:
-        items = content.get(split) or []
-        if not isinstance(items, list):
-            raise DataError(f"'{split}' in {path} must be a list of items, got {type(items).__name__}.")
-        for item in items:
-            if not isinstance(item, dict) or not isinstance(item.get("image"), str) or not item["image"]:
-                raise DataError(f"an item of '{split}' in {path} has no 'image' path: {item!r}")
-            if split != "unlabeled" and not (isinstance(item.get("label"), str) and item["label"]):
-                raise DataError(f"an item of '{split}' in {path} has no 'label' path: {item['image']}")
-            image = os.path.normpath(str(base / item["image"]))
-            idents = [("image", image, item["image"])] + ([("case", str(item["case"]), item["case"])] if "case" in item else [])
-            for kind, ident, shown in idents:
-                prev = owner.setdefault(f"{kind} {ident}", split)
-                if prev != split and not (shared_eval and {prev, split} == {"validation", "test"}):
-                    raise DataError(
-                        f"{kind} {shown} is in both the '{prev}' and the '{split}' lists of {path}: splits must not "
-                        "overlap (no case may be both labelled and unlabelled, or used for training and evaluation)."
-                    )
-    if content.get("spacing_known", True) is not False:
-        spacings = [("the global 'spacing'", content.get("spacing"))]
-        spacings += [(f"the 'spacing' of {it['image']}", it["spacing"]) for s in SPLITS for it in content.get(s) or []
-                     if "spacing" in it]
-        for what, sp in spacings:
-            if sp is None:
-                continue
-            ok = isinstance(sp, list) and len(sp) == spatial_dims and all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in sp)
-            if not ok:
-                raise DataError(
-                    f"{what} in {path} must be {spatial_dims} positive numbers (mm), got {sp!r} "
-                    "(or set \"spacing_known\": false)."
-                )
-
-
 def check_datalist(
     datalist_file: str | os.PathLike,
     num_classes: int = 2,
@@ -280,40 +200,8 @@ def check_datalist(
     Raises:
         DataError: naming the file and the problem.
     """
-    path = Path(datalist_file)
-    if not path.is_file():
-        raise DataError(
-            f"datalist not found: {path}. Prepare a dataset with `python scripts/prepare_data.py la|acdc|nifti` (see "
-            "docs/dataset_format.md) and pass its folder as --dataset_dir."
-        )
-    st = path.stat()
-    key = (str(path.resolve()), st.st_mtime_ns, st.st_size, int(num_classes), int(spatial_dims), tuple(required),
-           bool(check_files))
-    if key in _CHECKED:
-        content, fingerprint = _CHECKED[key]
-        if not check_files or _fingerprint(content, path.parent) == fingerprint:
-            _CHECKED.move_to_end(key)
-            return content
-    try:
-        content = json.loads(path.read_text())
-    except UnicodeDecodeError as e:
-        raise DataError(f"datalist is not a text (JSON) file ({e.reason}): {path}") from None
-    except json.JSONDecodeError as e:
-        raise DataError(f"datalist is not valid JSON ({e.msg} at line {e.lineno}, column {e.colno}): {path}") from None
-    _check_structure(content, path, required, spatial_dims)
-    if check_files:
-        base = path.parent
-        for split in SPLITS:
-            items = content.get(split) or []
-            if items:
-                logger.info(f"checking {len(items)} {split} items of {path}")
-            for item in _resolve(items, base):
-                _check_item(item, split, num_classes, spatial_dims)
-        logger.info(f"datalist {path}: all files read and checked")
-    _CHECKED[key] = (content, _fingerprint(content, path.parent) if check_files else ())
-    while len(_CHECKED) > _CACHE_SIZE:
-        _CHECKED.popitem(last=False)
-    return content
+    return _datalist.check_datalist(datalist_file, _check_item, num_classes=num_classes, spatial_dims=spatial_dims,
+                                    required=required, check_files=check_files, prepare_hint=_PREPARE)
 
 
 def load_datalist(
@@ -345,18 +233,25 @@ def load_datalist(
         from .phantom import ensure_phantom_dataset  # noqa: PLC0415
 
         ensure_phantom_dataset(dataset_dir, kind=phantom_kind)
-    datalist_file = str(datalist_file or os.path.join(dataset_dir, "datalist.json"))
-    content = check_datalist(datalist_file, num_classes=num_classes, check_files=check_files)
-    if not content.get(key):
-        return []
-    items = load_decathlon_datalist(datalist_file, is_segmentation=True, data_list_key=key)
-    spacing = content.get("spacing")
-    for item in items:
-        if content.get("spacing_known", True) is False:
-            item.pop("spacing", None)  # distances in voxels only
-        elif spacing is not None:
-            item.setdefault("spacing", list(spacing))  # the dataset's voxel spacing, unless an item has its own
-    return items[:limit] if limit else items
+    return _datalist.load_datalist(datalist_file or os.path.join(dataset_dir, "datalist.json"), key, _check_item,
+                                   num_classes=num_classes, spatial_dims=3, check_files=check_files, limit=limit,
+                                   prepare_hint=_PREPARE)
+
+
+def load_datalists(dataset_dir: str, num_classes: int = 2, generate_phantom: bool = False, phantom_kind: str = "la",
+                   keys: Sequence[str] = _datalist.SPLITS, limits: dict | None = None) -> dict[str, list[dict]]:
+    """Every list of the dataset in ``dataset_dir`` (``{key: items}``), checked once: the configs' ``datalists``.
+
+    Args:
+        dataset_dir: the prepared dataset folder.
+        num_classes: classes a label may hold.
+        generate_phantom: generate the bundle's synthetic phantom dataset into ``dataset_dir`` if it is missing.
+        phantom_kind: ``la`` or ``acdc``, for ``generate_phantom``.
+        keys: the lists to load (an absent or empty one gives ``[]``).
+        limits: ``{key: n}`` keeps only the first ``n`` items of a list (quick runs).
+    """
+    return _datalist.load_datalists(load_datalist, keys, limits, dataset_dir=dataset_dir, num_classes=num_classes,
+                                    generate_phantom=generate_phantom, phantom_kind=phantom_kind)
 
 
 def list_volumes(inputs: str | os.PathLike | Sequence[str | os.PathLike], output_keys: str = "image") -> list[dict]:
@@ -499,59 +394,6 @@ class SliceDataset(Dataset):
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def _draw_seed(*entropy: int) -> int:
-    return int(np.random.SeedSequence([int(e) % 2**32 for e in entropy]).generate_state(1)[0])
-
-
-class _SeededSampler(Sampler):
-    """Endless, replayable sample order: ``(index, sample_seed)`` pairs from position ``start`` on.
-
-    Each pass over the dataset is a permutation drawn from ``seed`` and the pass number (a rank's disjoint share of
-    it in distributed runs; a dataset smaller than the number of ranks is tiled), and every draw gets its own
-    transform seed from ``(seed, rank, position)``, so the stream from any position is the same whether or not the
-    run was interrupted before it.
-    """
-
-    def __init__(self, size: int, seed: int, start: int = 0, shuffle: bool = True, rank: int = 0,
-                 world: int = 1) -> None:
-        self.size, self.seed, self.start, self.shuffle = int(size), int(seed), int(start), shuffle
-        self.rank, self.world = int(rank), int(world)
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        per_pass = max(self.size // self.world, 1)
-        pass_ = self.start // per_pass
-        pos = pass_ * per_pass
-        while True:
-            if self.shuffle:
-                order = np.random.default_rng([self.seed % 2**32, pass_]).permutation(self.size)
-            else:
-                order = np.arange(self.size)
-            if self.world > 1:
-                order = np.resize(order, per_pass * self.world)[self.rank :: self.world]
-            for i in order.tolist():
-                if pos >= self.start:
-                    yield i, _draw_seed(self.seed, self.rank, pos)
-                pos += 1
-            pass_ += 1
-
-
-class _SeededItems(Dataset):
-    """Fetch ``dataset[index]`` with the dataset's random transforms seeded for this draw."""
-
-    def __init__(self, dataset: Dataset) -> None:
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, key: tuple[int, int]) -> Any:
-        index, seed = key
-        transform = getattr(self.dataset, "transform", None)
-        if hasattr(transform, "set_random_state"):
-            transform.set_random_state(seed=seed)
-        return self.dataset[index]
-
-
 def _unlabeled_view(labeled: Any, transform: Any) -> Dataset | None:
     """The labelled dataset's source items without labels through ``transform``, or None when it has none."""
     if transform is None:
@@ -569,7 +411,7 @@ def _unlabeled_view(labeled: Any, transform: Any) -> Dataset | None:
     return None
 
 
-class MultiStreamLoader:
+class MultiStreamLoader(StreamLoader):
     """CrossMatch's three endless, replayable data streams zipped into one batch per iteration.
 
     Streams: the labelled one (``seed``), the unlabelled one (``seed + 1``) and an independently shuffled "mix" stream
@@ -613,16 +455,7 @@ class MultiStreamLoader:
         seed: int = 0,
         fallback: bool = True,
     ) -> None:
-        if labeled is None or len(labeled) == 0:
-            raise DataError("the labelled stream is empty: the training needs at least one labelled item.")
-        self.labeled = labeled
-        self.unlabeled = unlabeled if unlabeled is not None and len(unlabeled) > 0 else None
-        self.batch_size = int(batch_size)
-        self.unlabeled_batch_size = int(unlabeled_batch_size or batch_size)
-        self.num_workers = int(num_workers)
-        self.seed = int(seed)
-        self.fallback = bool(fallback)
-        self.consumed = 0
+        super().__init__(labeled, unlabeled, batch_size, unlabeled_batch_size, num_workers, seed, fallback)
         self._source: Dataset | None = self.unlabeled
         if self.unlabeled is None and self.fallback:
             view = _unlabeled_view(labeled, getattr(unlabeled, "transform", None))
@@ -634,16 +467,6 @@ class MultiStreamLoader:
                                "are used as the unlabelled and mix streams.")
             self._source = view if view is not None else labeled
         self._warned_views = False
-
-    def _stream(self, dataset: Dataset, batch_size: int, seed: int) -> Iterator[dict]:
-        rank, world = 0, 1
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
-        sampler = _SeededSampler(len(dataset), seed, self.consumed * batch_size, rank=rank, world=world)
-        loader = DataLoader(_SeededItems(dataset), batch_size=batch_size, sampler=sampler, drop_last=True,
-                            num_workers=self.num_workers, generator=torch.Generator().manual_seed(seed),
-                            persistent_workers=False)
-        return iter(loader)
 
     def _views(self, batch: dict, keys: Sequence[str]) -> dict:
         weak = batch["image"]
@@ -659,11 +482,11 @@ class MultiStreamLoader:
         return out
 
     def __iter__(self) -> Iterator[dict]:
-        lab = self._stream(self.labeled, self.batch_size, self.seed)
+        lab = self.stream(self.labeled, self.batch_size, self.seed)
         unl = mix = None
         if self._source is not None:
-            unl = self._stream(self._source, self.unlabeled_batch_size, self.seed + 1)
-            mix = self._stream(self._source, self.unlabeled_batch_size, self.seed + 2)
+            unl = self.stream(self._source, self.unlabeled_batch_size, self.seed + 1)
+            mix = self.stream(self._source, self.unlabeled_batch_size, self.seed + 2)
         for batch in lab:
             out = dict(batch)
             if unl is not None:
@@ -671,9 +494,3 @@ class MultiStreamLoader:
                 out.update(self._views(next(mix), MIX_KEYS))
             self.consumed += 1
             yield out
-
-    def state_dict(self) -> dict:
-        return {"consumed": self.consumed}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.consumed = int(state["consumed"])

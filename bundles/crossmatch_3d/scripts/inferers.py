@@ -29,7 +29,13 @@ from monai.inferers import Inferer, SlidingWindowInferer
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from .utils import amp_context, network_to_memory_format, resolve_amp_dtype, resolve_channels_last, to_memory_format
+from .common.runtime import (
+    amp_context,
+    network_to_memory_format,
+    resolve_amp_dtype,
+    resolve_channels_last,
+    to_memory_format,
+)
 
 __all__ = [
     "AmpInferer",

@@ -7,12 +7,12 @@ from :class:`scripts.data.MultiStreamLoader`: ``image``/``label`` (labelled stre
 strong views ``unlabeled_image_s1``/``unlabeled_image_s2`` (unlabelled stream), and ``mix_image``/``mix_image_s1``/
 ``mix_image_s2`` from an independently shuffled unlabelled stream (the CutMix partners).
 
-The CrossMatch step follows ALGORITHMS.md section 2.3 (teacher / teaching-assistant / student streams, confidence-
+The CrossMatch step follows docs/methods.md 4.4 and 4.5 (teacher / teaching-assistant / student streams, confidence-
 masked Dice distillation, two CutMix'd strong views, ``eta = 0.3``, loss ``(Lx + 0.25 Ls1 + 0.25 Ls2 + w Lkd) / 2``).
 All feature-perturbed streams come from the networks' ``forward_fp``: ONE encoder pass on ``cat(A, U)`` and ONE batched
 decoder pass on ``cat(A, U, U_weak, U_strong)``. The network stays in train mode (batch statistics) throughout, as in the
 reference. By default the teacher flows (the unperturbed ``U`` rows and the no-grad mix passes) run without the
-network's built-in dropout (``teacher_dropout=False``, ALGORITHMS.md 2.6.3); ``teacher_dropout=True`` reproduces the
+network's built-in dropout (``teacher_dropout=False``, docs/methods.md 4.9); ``teacher_dropout=True`` reproduces the
 reference, where that dropout is active in every train-mode forward.
 
 Mixed precision is device aware (bf16 autocast on CPUs with native bf16, bf16/fp16 on CUDA; fp16 trains with a grad scaler);
@@ -24,44 +24,21 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import torch
-from monai.data import MetaTensor, decollate_batch
-from monai.engines import Trainer, Workflow
-from monai.engines.utils import IterationEvents
-from monai.utils import IgniteInfo, min_version, optional_import
 from monai.utils.enums import CommonKeys as Keys
-from torch.optim.optimizer import Optimizer
 
+from .common.engine import StreamTrainer
+from .common.keys import MIX, STRONG_SUFFIXES, UNLABELED
 from .losses import dice_ignore, supervised_loss
 from .masks import cutmix_boxes, paste
-from .utils import (
-    amp_context,
-    network_to_memory_format,
-    resolve_amp_dtype,
-    resolve_channels_last,
-    spatial_dims,
-    to_memory_format,
-)
-
-if TYPE_CHECKING:
-    from ignite.engine import Engine
-else:
-    Engine, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine")
 
 __all__ = ["CrossMatchTrainer", "SupervisedBaselineTrainer", "confidence_threshold", "frozen_bn_statistics"]
 
-UNLABELED = "unlabeled_image"
-MIX = "mix_image"
-S1, S2 = "_s1", "_s2"
+S1, S2 = STRONG_SUFFIXES
 THRESHOLD_SCHEDULES = ("fixed", "head")
-
-
-def _plain(x: Any) -> torch.Tensor:
-    """A plain tensor: MONAI's MetaTensor would route every training op through its slow ``__torch_function__``."""
-    return x.as_tensor() if isinstance(x, MetaTensor) else torch.as_tensor(x)
 
 
 @contextlib.contextmanager
@@ -81,10 +58,6 @@ def frozen_bn_statistics(network: torch.nn.Module, enabled: bool = True) -> Iter
     finally:
         for m, momentum in zip(layers, saved):
             m.momentum = momentum
-
-
-def _distributed() -> bool:
-    return torch.distributed.is_available() and torch.distributed.is_initialized()
 
 
 def confidence_threshold(iteration: int, tau: float, schedule: str = "fixed", ramp_iterations: int = 17000) -> float:
@@ -109,102 +82,28 @@ def confidence_threshold(iteration: int, tau: float, schedule: str = "fixed", ra
     return (tau + (1.0 - tau) * math.exp(-5.0 * (1.0 - t) ** 2)) * math.log(2.0)
 
 
-class _BaseTrainer(Trainer):
-    """Shared machinery: device-aware AMP, channels-last, batch parsing, the loss/update sequence.
+class _BaseTrainer(StreamTrainer):
+    """The CrossMatch bundle's trainers: :class:`scripts.common.engine.StreamTrainer` plus the CPU bf16 3D guard.
 
     Subclasses implement :meth:`step` returning ``(loss, logs, preds)``.
 
     Args:
-        device: the device to train on.
-        max_epochs: number of epochs; one epoch is ``epoch_length`` iterations.
-        train_data_loader: an iterable of multi-stream batches (:class:`scripts.data.MultiStreamLoader`).
-        network: the network (``VNet`` or ``UNet2D`` of :mod:`scripts.networks`, possibly DDP-wrapped).
-        optimizer: its optimizer.
-        epoch_length: iterations per epoch (required: the loader is endless).
-        num_classes: number of classes, background included.
-        amp: use automatic mixed precision where the hardware supports it.
-        amp_dtype: ``"bfloat16"``/``"float16"`` or None to pick per device.
-        channels_last: channels-last memory format for the network and inputs; ``"auto"``: when mixed precision runs
-            (:func:`scripts.utils.resolve_channels_last`).
-        train_handlers: handlers attached to the engine.
-        key_train_metric, additional_metrics, metric_cmp_fn, postprocessing, iteration_update, event_names,
-        event_to_attr, decollate, to_kwargs, non_blocking: as in :class:`monai.engines.SupervisedTrainer`.
+        args, kwargs: see :class:`scripts.common.engine.StreamTrainer` (``train_data_loader`` yields the
+            multi-stream batches of :class:`scripts.data.MultiStreamLoader`; ``network`` is ``VNet`` or ``UNet2D``
+            of :mod:`scripts.networks`).
     """
 
-    def __init__(
-        self,
-        device: str | torch.device,
-        max_epochs: int,
-        train_data_loader: Iterable,
-        network: torch.nn.Module,
-        optimizer: Optimizer,
-        epoch_length: int | None = None,
-        num_classes: int = 2,
-        amp: bool = True,
-        amp_dtype: str | None = None,
-        channels_last: bool | str = "auto",
-        non_blocking: bool = False,
-        iteration_update: Callable[[Engine, Any], Any] | None = None,
-        postprocessing: Callable | None = None,
-        key_train_metric: dict | None = None,
-        additional_metrics: dict | None = None,
-        metric_cmp_fn: Callable | None = None,
-        train_handlers: Sequence | None = None,
-        event_names: list | None = None,
-        event_to_attr: dict | None = None,
-        decollate: bool = False,
-        to_kwargs: dict | None = None,
-    ) -> None:
-        extra = {"metric_cmp_fn": metric_cmp_fn} if metric_cmp_fn is not None else {}
-        super().__init__(
-            device=device,
-            max_epochs=max_epochs,
-            data_loader=train_data_loader,
-            epoch_length=epoch_length,
-            non_blocking=non_blocking,
-            iteration_update=iteration_update,
-            postprocessing=postprocessing,
-            key_metric=key_train_metric,
-            additional_metrics=additional_metrics,
-            handlers=train_handlers,
-            amp=False,  # MONAI's flag means CUDA-only fp16 autocast; this trainer handles AMP itself
-            event_names=[*(event_names or []), IterationEvents],
-            event_to_attr=event_to_attr,
-            decollate=decollate,
-            to_kwargs=to_kwargs,
-            **extra,
-        )
-        if num_classes < 2:
-            raise ValueError(f"num_classes must be >= 2 (background included), got {num_classes}.")
-        self.network = network
-        self.optimizer = optimizer
-        self.num_classes = int(num_classes)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.binary = self.num_classes == 2
-        self.amp_dtype = resolve_amp_dtype(self.state.device, amp, amp_dtype)
-        self.amp = self.amp_dtype is not None
-        self.channels_last = resolve_channels_last(channels_last, self.amp_dtype)
-        # fp16 (CUDA without bf16, or asked for with amp_dtype) scales the loss against gradient underflow
-        self.scaler = torch.amp.GradScaler(torch.device(device).type) if self.amp_dtype == torch.float16 else None
-        self._net = getattr(network, "module", network)  # the model inside a DDP wrapper (encode/decode/forward_fp)
-        self._spatial_dims = spatial_dims(self._net)
-        network_to_memory_format(self.network, self.channels_last)
         self._checked_shapes: set[tuple[int, ...]] = set()
-        self._world = torch.distributed.get_world_size() if _distributed() else 1
-        if self._world > 1:  # every rank starts from rank 0's weights
-            for t in [*self._net.parameters(), *self._net.buffers()]:
-                torch.distributed.broadcast(t.data, src=0)
-
-    # ----------------------------------------------------------------------------------------------
-    def _to(self, x: Any) -> torch.Tensor:
-        x = _plain(x).to(self.state.device, non_blocking=self.non_blocking)
-        return to_memory_format(x.float(), self.channels_last)
 
     def _check_amp_shape(self, spatial: Sequence[int]) -> None:
         """Fall back to fp32 where CPU bf16 is known to be wrong for this input size (checked once per size).
 
-        oneDNN's bf16 ``Conv3d`` weight gradient on CPU returns garbage (relative errors of 1 to 1e37, measured with
-        torch 2.13) when the first spatial size of a feature map is 2; the V-Net halves the input 4 times, so inputs
-        whose first spatial size is 32, 34 or 35 (2 at the bottleneck) hit it and the run diverges.
+        oneDNN's bf16 ``Conv3d`` weight gradient on CPU returns garbage (relative errors of 1 to 1e37 with torch 2.13)
+        when the first spatial size of a feature map is 2; the V-Net halves the input 4 times, so inputs whose first
+        spatial size is 32, 34 or 35 (2 at the bottleneck) hit it and the run diverges.
         """
         if self._spatial_dims != 3 or self.amp_dtype != torch.bfloat16 or torch.device(self.state.device).type != "cpu":
             return
@@ -215,86 +114,14 @@ class _BaseTrainer(Trainer):
             )
             self.amp_dtype, self.amp = None, False
 
-    def run(self) -> None:
-        """Run the training, with this trainer's own loss scaler.
-
-        :meth:`monai.engines.Trainer.run` would replace ``scaler`` with a CUDA fp16 ``GradScaler`` whenever ``amp``
-        is set: bf16 runs would be loss-scaled for nothing, and every CPU run would warn that CUDA is unavailable.
-        """
-        Workflow.run(self)
-
     def parse_batch(self, batch: dict) -> dict[str, torch.Tensor]:
-        """Move the image streams to the device; labels become ``(B, *spatial)`` long tensors."""
-        out = {k: self._to(v) for k, v in batch.items() if isinstance(v, torch.Tensor) and "image" in k}
-        if Keys.LABEL in batch:
-            label = _plain(batch[Keys.LABEL]).to(self.state.device, non_blocking=self.non_blocking)
-            out[Keys.LABEL] = (label[:, 0] if label.ndim == out[Keys.IMAGE].ndim else label).round().long()
+        """The common batch parsing, then the bf16 guard for each new input size."""
+        out = super().parse_batch(batch)
+        shape = tuple(out[Keys.IMAGE].shape[2:])
+        if shape not in self._checked_shapes:
+            self._checked_shapes.add(shape)
+            self._check_amp_shape(shape)
         return out
-
-    def sync_gradients(self) -> None:
-        """Average the gradients over the processes of a distributed run (one coalesced all-reduce).
-
-        CrossMatch calls the network's ``forward_fp``/``encode``/``decode`` methods, which a
-        ``DistributedDataParallel`` wrapper does not see, so the bundle does not wrap the network and synchronises the
-        gradients here instead (the ``multi_gpu_train`` overlay). A no-op in single-process runs.
-        """
-        if self._world <= 1 or self._net is not self.network:
-            return
-        grads = [p.grad for p in self._net.parameters() if p.grad is not None]
-        if not grads:
-            return
-        flat = torch._utils._flatten_dense_tensors(grads)
-        torch.distributed.all_reduce(flat)
-        flat /= self._world
-        for g, synced in zip(grads, torch._utils._unflatten_dense_tensors(flat, grads)):
-            g.copy_(synced)
-
-    def autocast(self):
-        """The autocast context of this trainer's device and AMP dtype."""
-        return amp_context(self.state.device, self.amp_dtype)
-
-    def step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict, torch.Tensor]:
-        raise NotImplementedError
-
-    def _iteration(self, engine: _BaseTrainer, batchdata: dict) -> dict:
-        if batchdata is None:
-            raise ValueError("Must provide batch data for current iteration.")
-        batch = engine.parse_batch(batchdata)
-        shape = tuple(batch[Keys.IMAGE].shape[2:])
-        if shape not in engine._checked_shapes:
-            engine._checked_shapes.add(shape)
-            engine._check_amp_shape(shape)
-        engine.network.train()
-        engine.optimizer.zero_grad(set_to_none=True)
-        loss, logs, preds = engine.step(batch)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"the loss is {float(loss)} at iteration {engine.state.iteration} "
-                f"({', '.join(f'{k} {float(v):.4g}' for k, v in logs.items())}): training stopped before the update; "
-                "the last checkpoint written before this iteration is kept. Lower the learning rate or check the data."
-            )
-        engine.state.output = {Keys.IMAGE: batch[Keys.IMAGE], Keys.LABEL: batch[Keys.LABEL], Keys.PRED: preds}
-        engine.fire_event(IterationEvents.FORWARD_COMPLETED)
-        engine.state.output[Keys.LOSS] = loss
-        engine.fire_event(IterationEvents.LOSS_COMPLETED)
-        if engine.scaler is not None:
-            engine.scaler.scale(loss).backward()
-            engine.sync_gradients()
-            engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
-            engine.scaler.step(engine.optimizer)
-            engine.scaler.update()
-        else:
-            loss.backward()
-            engine.sync_gradients()
-            engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
-            engine.optimizer.step()
-        engine.fire_event(IterationEvents.MODEL_COMPLETED)
-        engine.state.output[Keys.LOSS] = loss.detach()
-        engine.state.output.update({k: float(v.detach()) for k, v in logs.items()})
-        # MONAI's convention (``decollate=True``): one dict per item, scalars replicated, so the stock
-        # ``from_engine(["loss"], first=True)`` of MONAI's tracking settings (``--tracking mlflow``) reads the loss.
-        engine.state.output = decollate_batch(engine.state.output, detach=True)
-        return engine.state.output
 
     def supervised(self, logits: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, dict]:
         """``Lx = (CE + Dice) / 2`` on labelled logits (the reference's Dice variant for 2 or more classes)."""
@@ -316,7 +143,7 @@ class SupervisedBaselineTrainer(_BaseTrainer):
 
 
 class CrossMatchTrainer(_BaseTrainer):
-    """CrossMatch: image- and feature-level perturbations with self-knowledge distillation (ALGORITHMS.md 2.3).
+    """CrossMatch: image- and feature-level perturbations with self-knowledge distillation (docs/methods.md 4.4).
 
     Args:
         conf_threshold: pseudo-label confidence threshold ``tau`` (0.85 LA, 0.95 ACDC; ``tau0`` for ``head``).
@@ -334,7 +161,7 @@ class CrossMatchTrainer(_BaseTrainer):
             eval-mode network received no gradient: LA demo validation Dice 0.14 after 100 iterations, against
             0.97 on the same crops with the dropout on). The strong-view pass keeps the built-in dropout.
         cutmix_prob: probability of a CutMix box per sample (0.5).
-        cutmix_faithful_axes: reproduce the reference's transposed 3D box (ALGORITHMS.md 2.2); False: correct axes.
+        cutmix_faithful_axes: reproduce the reference's transposed 3D box (docs/methods.md 4.3); False: correct axes.
         mix_teacher_eval: predict the mix image's CutMix targets with the network in eval mode (running batch-norm
             statistics, no dropout), as the paper-era code (commit d00de40) does; False (default): train mode, as the
             HEAD code (and with ``teacher_dropout`` False, without the built-in dropout).

@@ -9,31 +9,25 @@ data is reported before training starts, as a :class:`DataError` naming the file
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
-from monai.data import DataLoader, load_decathlon_datalist
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset
 
-__all__ = ["DataError", "TwoStreamLoader", "check_datalist", "list_images", "load_datalist"]
+from .common import datalist as _datalist
+from .common.errors import DataError
+from .common.keys import UNLABELED
+from .common.sampling import StreamLoader
+
+__all__ = ["DataError", "TwoStreamLoader", "check_datalist", "list_images", "load_datalist", "load_datalists"]
 
 logger = logging.getLogger(__name__)
 
-SPLITS = ("labeled", "unlabeled", "validation", "test")
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif")
-_CHECKED: dict[tuple, dict] = {}
-
-
-class DataError(ValueError):
-    """A problem with the user's data, found before training; the message names the file."""
-
-    brief_report = True  # ``monai.bundle run`` shows its message without a traceback (scripts.utils.error_summary)
 
 
 def _read_2d(path: Path, what: str) -> np.ndarray:
@@ -59,7 +53,8 @@ def _read_2d(path: Path, what: str) -> np.ndarray:
     return arr
 
 
-def _check_item(item: dict, split: str, num_classes: int, base: Path) -> None:
+def _check_item(item: dict, split: str, num_classes: int, spatial_dims: int = 2) -> None:
+    """Read one datalist item's image (and label) and check them (:func:`check_datalist`)."""
     img_path = Path(item["image"])
     img = _read_2d(img_path, f"{split} image")
     if img.ndim == 3 and img.shape[-1] not in (1, 3, 4):
@@ -94,69 +89,17 @@ def _check_item(item: dict, split: str, num_classes: int, base: Path) -> None:
 
 def check_datalist(datalist_file: str | os.PathLike, num_classes: int = 2, required: Sequence[str] = ("labeled",),
                    check_files: bool = True) -> dict:
-    """Check a datalist and the files it names; return the parsed JSON.
+    """Check a datalist and the images it names; return the parsed JSON.
 
-    Checks: valid JSON, the required lists present and non-empty, no image or case in two lists, and for
-    each item the image (and label) exist, are not empty, decode, have matching sizes, are 2D, and the label
-    values are class indices ``0..num_classes-1``. Results are cached per file and modification time.
+    Checks (:func:`scripts.common.datalist.check_datalist`): valid JSON, the required lists present and non-empty,
+    no image or case in two lists, and for each item the image (and label) exist, are not empty, decode, have
+    matching sizes, are 2D, and the label values are class indices ``0..num_classes-1``. Results are cached.
 
     Raises:
         DataError: naming the file and the problem.
     """
-    path = Path(datalist_file)
-    if not path.is_file():
-        raise DataError(
-            f"datalist not found: {path}. Prepare a dataset with `python scripts/prepare_data.py` (see "
-            "docs/dataset_format.md) and pass its folder as --dataset_dir."
-        )
-    key = (str(path.resolve()), path.stat().st_mtime_ns, num_classes, tuple(required), check_files)
-    if key in _CHECKED:
-        return _CHECKED[key]
-    try:
-        content = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise DataError(f"datalist is not valid JSON ({e.msg} at line {e.lineno}, column {e.colno}): {path}") from None
-    if not isinstance(content, dict):
-        raise DataError(f"datalist must be a JSON object with {', '.join(SPLITS)} lists: {path}")
-    for split in required:
-        if not content.get(split):
-            raise DataError(f"the '{split}' list of {path} is missing or empty: it needs at least one item.")
-    owner: dict[str, str] = {}
-    for split in SPLITS:
-        items = content.get(split) or []
-        if not isinstance(items, list):
-            raise DataError(f"'{split}' in {path} must be a list of items, got {type(items).__name__}.")
-        for item in items:
-            if not isinstance(item, dict) or "image" not in item:
-                raise DataError(f"an item of '{split}' in {path} has no 'image' entry: {item!r}")
-            if split != "unlabeled" and "label" not in item:
-                raise DataError(f"an item of '{split}' in {path} has no 'label': {item['image']}")
-            idents = [f"image {item['image']}"] + ([f"case {item['case']}"] if "case" in item else [])
-            for ident in idents:
-                prev = owner.setdefault(ident, split)
-                if prev != split:
-                    raise DataError(f"{ident} is in both the '{prev}' and the '{split}' lists of {path}: splits must not overlap.")
-    if check_files:
-        base = path.parent
-        for split in SPLITS:
-            items = content.get(split) or []
-            if items:
-                logger.info(f"checking {len(items)} {split} items of {path}")
-            for item in _resolve(items, base):
-                _check_item(item, split, num_classes, base)
-    _CHECKED[key] = content
-    return content
-
-
-def _resolve(items: list[dict], base: Path) -> list[dict]:
-    out = []
-    for item in items:
-        d = dict(item)
-        for k in ("image", "label"):
-            if k in d and not os.path.isabs(d[k]):
-                d[k] = str(base / d[k])
-        out.append(d)
-    return out
+    return _datalist.check_datalist(datalist_file, _check_item, num_classes=num_classes, spatial_dims=2,
+                                    required=required, check_files=check_files)
 
 
 def load_datalist(
@@ -183,16 +126,23 @@ def load_datalist(
         from .phantom import ensure_phantom_dataset  # noqa: PLC0415
 
         ensure_phantom_dataset(dataset_dir)
-    datalist_file = datalist_file or os.path.join(dataset_dir, "datalist.json")
-    content = check_datalist(datalist_file, num_classes=num_classes, check_files=check_files)
-    if not content.get(key):
-        return []
-    items = load_decathlon_datalist(datalist_file, is_segmentation=True, data_list_key=key)
-    spacing = content.get("spacing")
-    if spacing is not None and content.get("spacing_known", True):
-        for item in items:  # the dataset's pixel spacing, unless an item has its own
-            item.setdefault("spacing", list(spacing))
-    return items[:limit] if limit else items
+    return _datalist.load_datalist(datalist_file or os.path.join(dataset_dir, "datalist.json"), key, _check_item,
+                                   num_classes=num_classes, spatial_dims=2, check_files=check_files, limit=limit)
+
+
+def load_datalists(dataset_dir: str, num_classes: int = 2, generate_phantom: bool = False,
+                   keys: Sequence[str] = _datalist.SPLITS, limits: dict | None = None) -> dict[str, list[dict]]:
+    """Every list of the dataset in ``dataset_dir`` (``{key: items}``), checked once: the configs' ``datalists``.
+
+    Args:
+        dataset_dir: the prepared dataset folder.
+        num_classes: classes a label may hold.
+        generate_phantom: generate the bundle's synthetic phantom dataset into ``dataset_dir`` if it is missing.
+        keys: the lists to load (an absent or empty one gives ``[]``).
+        limits: ``{key: n}`` keeps only the first ``n`` items of a list (quick runs).
+    """
+    return _datalist.load_datalists(load_datalist, keys, limits, dataset_dir=dataset_dir, num_classes=num_classes,
+                                    generate_phantom=generate_phantom)
 
 
 def list_images(inputs: str | Sequence[str], output_keys: str = "image") -> list[dict]:
@@ -218,59 +168,15 @@ def list_images(inputs: str | Sequence[str], output_keys: str = "image") -> list
     return [{output_keys: str(p)} for p in paths]
 
 
-class _SeededSampler(Sampler):
-    """Endless, replayable sample order: ``(index, sample_seed)`` pairs from ``start`` on.
-
-    Each pass over the dataset is a permutation drawn from ``seed`` and the pass number (a rank's share of
-    it in distributed runs), and every draw gets its own transform seed, so the stream from any position is
-    the same whether or not the run was interrupted before it.
-    """
-
-    def __init__(self, size: int, seed: int, start: int = 0, shuffle: bool = True, rank: int = 0, world: int = 1) -> None:
-        self.size, self.seed, self.start, self.shuffle = size, seed, start, shuffle
-        self.rank, self.world = rank, world
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        per_pass = max(self.size // self.world, 1)
-        pass_, pos = self.start // per_pass, self.start // per_pass * per_pass
-        while True:
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + pass_)
-            order = torch.randperm(self.size, generator=g) if self.shuffle else torch.arange(self.size)
-            if self.world > 1:
-                order = order[: per_pass * self.world][self.rank :: self.world]
-            for i in order.tolist():
-                if pos >= self.start:
-                    yield i, (self.seed * 7_919 + pos * 104_729 + self.rank) % (2**32)
-                pos += 1
-            pass_ += 1
-
-
-class _SeededItems(Dataset):
-    """Fetch ``dataset[index]`` with the dataset's random transforms seeded for this draw."""
-
-    def __init__(self, dataset: Dataset) -> None:
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, key: tuple[int, int]) -> Any:
-        index, seed = key
-        transform = getattr(self.dataset, "transform", None)
-        if hasattr(transform, "set_random_state"):
-            transform.set_random_state(seed=seed)
-        return self.dataset[index]
-
-
-class TwoStreamLoader:
+class TwoStreamLoader(StreamLoader):
     """Two endless, replayable data streams zipped into two-stream batches.
 
     Each batch is a labelled batch (``image``, ``label``, ...) plus ``unlabeled_image`` from the unlabelled
     stream; both cycle forever, so the trainer's ``epoch_length`` sets the epoch. The order of the images and
     the random augmentations are a function of ``seed`` and the position in the stream only: the loader's
     ``state_dict`` (the number of batches consumed) is saved with the training checkpoints, and a resumed run
-    sees exactly the batches an uninterrupted run would have seen. In distributed runs each rank draws from its
-    own share of every pass. Without unlabelled data (MONAI Label provides only labelled pairs) the labelled
+    sees exactly the batches an uninterrupted run would have seen (:mod:`scripts.common.sampling`, the ``"torch"``
+    scheme). In distributed runs each rank draws from its own share of every pass. Without unlabelled data (MONAI Label provides only labelled pairs) the labelled
     images serve as the unlabelled stream, with a warning, unless ``fallback`` is False.
 
     Args:
@@ -293,36 +199,18 @@ class TwoStreamLoader:
         unlabeled_batch_size: int | None = None,
         num_workers: int = 0,
         seed: int = 0,
-        unlabeled_key: str = "unlabeled_image",
+        unlabeled_key: str = UNLABELED,
         fallback: bool = True,
     ) -> None:
-        if len(labeled) == 0:
-            raise DataError("the labelled stream is empty: the training needs at least one labelled image.")
-        self.labeled = labeled
-        self.unlabeled = unlabeled if unlabeled is not None and len(unlabeled) > 0 else None
-        self.batch_size = int(batch_size)
-        self.unlabeled_batch_size = int(unlabeled_batch_size or batch_size)
-        self.num_workers = int(num_workers)
-        self.seed = int(seed)
+        super().__init__(labeled, unlabeled, batch_size, unlabeled_batch_size, num_workers, seed, fallback,
+                         scheme="torch")
         self.unlabeled_key = unlabeled_key
-        self.fallback = fallback
-        self.consumed = 0
         if self.unlabeled is None and fallback:
             logger.warning("no unlabelled data: the labelled images (without labels) are used as the unlabelled stream.")
 
-    def _stream(self, dataset: Dataset, batch_size: int, seed: int) -> Iterator[dict]:
-        rank, world = 0, 1
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
-        sampler = _SeededSampler(len(dataset), seed, self.consumed * batch_size, rank=rank, world=world)
-        loader = DataLoader(_SeededItems(dataset), batch_size=batch_size, sampler=sampler, drop_last=True,
-                            num_workers=self.num_workers, generator=torch.Generator().manual_seed(seed),
-                            persistent_workers=False)
-        return iter(loader)
-
     def __iter__(self) -> Iterator[dict]:
-        lab = self._stream(self.labeled, self.batch_size, self.seed)
-        unl = self._stream(self.unlabeled, self.unlabeled_batch_size, self.seed + 1) if self.unlabeled is not None else None
+        lab = self.stream(self.labeled, self.batch_size, self.seed)
+        unl = self.stream(self.unlabeled, self.unlabeled_batch_size, self.seed + 1) if self.unlabeled is not None else None
         for batch in lab:
             out = dict(batch)
             if unl is not None:
@@ -331,9 +219,3 @@ class TwoStreamLoader:
                 out[self.unlabeled_key] = torch.as_tensor(batch["image"]).flip(0)
             self.consumed += 1
             yield out
-
-    def state_dict(self) -> dict:
-        return {"consumed": self.consumed}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.consumed = int(state["consumed"])

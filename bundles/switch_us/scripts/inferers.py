@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from monai.inferers import Inferer, SimpleInferer
 
-from .utils import amp_context, resolve_amp_dtype, to_memory_format
+from .common.runtime import amp_context, resolve_amp_dtype, to_memory_format
 
 __all__ = ["AmpInferer"]
 

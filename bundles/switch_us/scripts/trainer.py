@@ -7,7 +7,7 @@ Each is a :class:`monai.engines.Trainer` whose ``_iteration`` runs one method st
 :class:`scripts.data.TwoStreamLoader`). Semi-supervised trainers run two stages in one engine: a
 pre-training stage of ``pretrain_iterations`` on labelled data, then self-training with the EMA teacher.
 Between them the trainer fires :attr:`StageEvents.PRETRAIN_COMPLETED` (the best pre-training weights are
-restored by :class:`scripts.handlers.StageCheckpoint`) and :attr:`StageEvents.SELFTRAIN_STARTED` (the
+restored by :class:`scripts.handlers.ModelCheckpoint`) and :attr:`StageEvents.SELFTRAIN_STARTED` (the
 teacher is initialised by :class:`scripts.handlers.EMATeacher`).
 
 Mixed precision is device aware (bf16 autocast on CPUs with native bf16, bf16/fp16 on CUDA; fp16, on CUDA or
@@ -17,59 +17,27 @@ memory format.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
-from monai.data import MetaTensor, decollate_batch
-from monai.engines import Trainer, Workflow
-from monai.engines.utils import IterationEvents
-from monai.utils import IgniteInfo, min_version, optional_import
 from monai.utils.enums import CommonKeys as Keys
 from scipy import ndimage
-from torch.optim.optimizer import Optimizer
 
+from .common.engine import StreamTrainer
+from .common.keys import FDS_LABELED, FDS_UNLABELED, UNLABELED, StageEvents
+from .common.runtime import amp_context
 from .losses import logit_consistency, masked_dice_ce, mixed_dice_ce, pixel_info_nce
 from .masks import bcp_mask, mix, multiscale_mask
-from .utils import amp_context, resolve_amp_dtype, to_memory_format
-
-if TYPE_CHECKING:
-    from ignite.engine import Engine, EventEnum
-else:
-    Engine, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine")
-    EventEnum, _ = optional_import(
-        "ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "EventEnum", as_type="base"
-    )
 
 __all__ = [
     "BCPTrainer",
     "SemiSupervisedTrainer",
-    "StageEvents",
     "SupervisedBaselineTrainer",
     "SwitchTrainer",
     "largest_component",
 ]
-
-UNLABELED = "unlabeled_image"
-FDS_LABELED = "image_fds"
-FDS_UNLABELED = "unlabeled_image_fds"
-
-
-class StageEvents(EventEnum):
-    """Events of the two-stage (pre-train, self-train) schedule."""
-
-    PRETRAIN_COMPLETED = "pretrain_completed"
-    SELFTRAIN_STARTED = "selftrain_started"
-
-
-def _plain(x: torch.Tensor) -> torch.Tensor:
-    """A plain tensor: MONAI's MetaTensor would route every training op through its slow ``__torch_function__``."""
-    return x.as_tensor() if isinstance(x, MetaTensor) else torch.as_tensor(x)
-
-
-def _distributed() -> bool:
-    return torch.distributed.is_available() and torch.distributed.is_initialized()
 
 
 def largest_component(mask: torch.Tensor) -> torch.Tensor:
@@ -90,139 +58,46 @@ def largest_component(mask: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(out).to(mask.device)
 
 
-class SemiSupervisedTrainer(Trainer):
-    """Shared machinery: two-stage schedule, device-aware AMP, channels-last, batch parsing.
+class SemiSupervisedTrainer(StreamTrainer):
+    """Two stages in one engine: pre-training on labelled data, then self-training with the EMA teacher.
 
-    Subclasses implement :meth:`pretrain_step` and :meth:`selftrain_step`, each returning
-    ``(loss, logs, preds)``.
+    Subclasses implement :meth:`pretrain_step` and :meth:`selftrain_step`, each returning ``(loss, logs, preds)``;
+    the rest (AMP, memory format, batch parsing, the update, distributed gradients) is
+    :class:`scripts.common.engine.StreamTrainer`'s.
 
     Args:
-        device: the device to train on.
-        max_epochs: number of epochs; one epoch is ``epoch_length`` iterations.
-        train_data_loader: an iterable of two-stream batches (``image``, ``label``, ``unlabeled_image``).
-        network: the student network.
-        optimizer: its optimizer.
-        epoch_length: iterations per epoch (required for the infinite two-stream loader).
         pretrain_iterations: length of the pre-training stage (0: no pre-training stage).
         teacher: the :class:`scripts.handlers.EMATeacher` (for semi-supervised trainers).
-        num_classes: number of classes of the segmentation.
-        amp: use automatic mixed precision where the hardware supports it.
-        amp_dtype: ``"bfloat16"``/``"float16"`` or None to pick per device.
-        channels_last: use the channels-last memory format for inputs (convert the network too).
-        train_handlers: handlers attached to the engine.
-        key_train_metric, additional_metrics, metric_cmp_fn, postprocessing, iteration_update, event_names,
-        event_to_attr, decollate, to_kwargs, non_blocking: as in :class:`monai.engines.SupervisedTrainer`.
+        args, kwargs: see :class:`scripts.common.engine.StreamTrainer` (``train_data_loader`` yields two-stream
+            batches: ``image``, ``label``, ``unlabeled_image``).
     """
 
-    def __init__(
-        self,
-        device: str | torch.device,
-        max_epochs: int,
-        train_data_loader: Iterable,
-        network: torch.nn.Module,
-        optimizer: Optimizer,
-        epoch_length: int | None = None,
-        pretrain_iterations: int = 0,
-        teacher: Any | None = None,
-        num_classes: int = 2,
-        amp: bool = True,
-        amp_dtype: str | None = None,
-        channels_last: bool = True,
-        non_blocking: bool = False,
-        iteration_update: Callable[[Engine, Any], Any] | None = None,
-        postprocessing: Callable | None = None,
-        key_train_metric: dict | None = None,
-        additional_metrics: dict | None = None,
-        metric_cmp_fn: Callable | None = None,
-        train_handlers: Sequence | None = None,
-        event_names: list | None = None,
-        event_to_attr: dict | None = None,
-        decollate: bool = False,
-        to_kwargs: dict | None = None,
-    ) -> None:
-        extra = {"metric_cmp_fn": metric_cmp_fn} if metric_cmp_fn is not None else {}
-        super().__init__(
-            device=device,
-            max_epochs=max_epochs,
-            data_loader=train_data_loader,
-            epoch_length=epoch_length,
-            non_blocking=non_blocking,
-            iteration_update=iteration_update,
-            postprocessing=postprocessing,
-            key_metric=key_train_metric,
-            additional_metrics=additional_metrics,
-            handlers=train_handlers,
-            amp=False,  # MONAI's flag means CUDA-only fp16 autocast; this trainer handles AMP itself
-            event_names=[*(event_names or []), IterationEvents, StageEvents],
-            event_to_attr=event_to_attr,
-            decollate=decollate,
-            to_kwargs=to_kwargs,
-            **extra,
-        )
-        self.network = network
-        self.optimizer = optimizer
+    def __init__(self, *args: Any, pretrain_iterations: int = 0, teacher: Any | None = None,
+                 event_names: list | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, event_names=[*(event_names or []), StageEvents], **kwargs)
         self.teacher = teacher
         self.pretrain_iterations = int(pretrain_iterations)
-        self.num_classes = int(num_classes)
-        self.channels_last = bool(channels_last)
-        self.amp_dtype = resolve_amp_dtype(self.state.device, amp, amp_dtype)
-        self.amp = self.amp_dtype is not None
-        # fp16 (CUDA without bf16, or asked for with amp_dtype) scales the loss against gradient underflow
-        self.scaler = torch.amp.GradScaler(torch.device(device).type) if self.amp_dtype == torch.float16 else None
-        if self.channels_last:
-            self.network.to(memory_format=torch.channels_last)
-        self._world = torch.distributed.get_world_size() if _distributed() else 1
-        if self._world > 1 and not hasattr(self.network, "module"):  # every rank starts from rank 0's weights
-            for t in [*self.network.parameters(), *self.network.buffers()]:
-                torch.distributed.broadcast(t.data, src=0)
 
-    # ----------------------------------------------------------------------------------------------
     @property
     def stage(self) -> str:
         """``"pretrain"`` during the first ``pretrain_iterations`` iterations, then ``"selftrain"``."""
         return "pretrain" if self.state.iteration <= self.pretrain_iterations else "selftrain"
 
-    def _to(self, x: torch.Tensor) -> torch.Tensor:
-        return to_memory_format(x.to(self.state.device, non_blocking=self.non_blocking), self.channels_last)
+    def iteration_started(self) -> None:
+        """Fire the stage events at the first self-training iteration."""
+        if self.pretrain_iterations > 0 and self.state.iteration == self.pretrain_iterations + 1:
+            self.fire_event(StageEvents.PRETRAIN_COMPLETED)
+        if self.state.iteration == self.pretrain_iterations + 1:
+            self.fire_event(StageEvents.SELFTRAIN_STARTED)
 
-    def run(self) -> None:
-        """Run the training, with this trainer's own loss scaler.
+    def step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict, torch.Tensor]:
+        return self.pretrain_step(batch) if self.stage == "pretrain" else self.selftrain_step(batch)
 
-        :meth:`monai.engines.Trainer.run` would replace ``scaler`` with a CUDA fp16 ``GradScaler`` whenever ``amp``
-        is set: bf16 runs would be loss-scaled for nothing, and every CPU run would warn that CUDA is unavailable.
-        """
-        Workflow.run(self)
+    def output_logs(self) -> dict[str, Any]:
+        return {"stage": self.stage}
 
-    def parse_batch(self, batch: dict) -> dict[str, torch.Tensor]:
-        """Move a two-stream batch to the device; labels become ``(B, H, W)`` long tensors."""
-        out = {k: self._to(_plain(v)) for k, v in batch.items() if isinstance(v, torch.Tensor) and k != Keys.LABEL}
-        if Keys.LABEL in batch:
-            label = _plain(batch[Keys.LABEL]).to(self.state.device, non_blocking=self.non_blocking)
-            out[Keys.LABEL] = (label[:, 0] if label.ndim == out[Keys.IMAGE].ndim else label).round().long()
-        return out
-
-    def sync_gradients(self) -> None:
-        """Average the gradients over the processes of a distributed run (one coalesced all-reduce).
-
-        Switch runs the projector head outside the network's ``forward`` and only in self-training, which a
-        ``DistributedDataParallel`` wrapper cannot follow, so the ``multi_gpu_train`` overlay does not wrap the
-        network and the gradients are synchronised here instead. A no-op in single-process runs and for a wrapped
-        network (DDP has already reduced its gradients).
-        """
-        if self._world <= 1 or hasattr(self.network, "module"):
-            return
-        grads = [p.grad for p in self.network.parameters() if p.grad is not None]
-        if not grads:
-            return
-        flat = torch._utils._flatten_dense_tensors(grads)
-        torch.distributed.all_reduce(flat)
-        flat /= self._world
-        for g, synced in zip(grads, torch._utils._unflatten_dense_tensors(flat, grads)):
-            g.copy_(synced)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with amp_context(self.state.device, self.amp_dtype):
-            return self.network(x)
+    def describe_loss(self) -> str:
+        return f"the {self.stage} loss"
 
     def pretrain_step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict, torch.Tensor]:
         raise NotImplementedError
@@ -230,49 +105,6 @@ class SemiSupervisedTrainer(Trainer):
     def selftrain_step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict, torch.Tensor]:
         raise NotImplementedError
 
-    def _iteration(self, engine: SemiSupervisedTrainer, batchdata: dict) -> dict:
-        if batchdata is None:
-            raise ValueError("Must provide batch data for current iteration.")
-        if engine.pretrain_iterations > 0 and engine.state.iteration == engine.pretrain_iterations + 1:
-            engine.fire_event(StageEvents.PRETRAIN_COMPLETED)
-        if engine.state.iteration == engine.pretrain_iterations + 1:
-            engine.fire_event(StageEvents.SELFTRAIN_STARTED)
-        batch = engine.parse_batch(batchdata)
-        engine.network.train()
-        engine.optimizer.zero_grad(set_to_none=True)
-        step = engine.pretrain_step if engine.stage == "pretrain" else engine.selftrain_step
-        loss, logs, preds = step(batch)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"the {engine.stage} loss is {float(loss)} at iteration {engine.state.iteration} "
-                f"({', '.join(f'{k} {float(v):.4g}' for k, v in logs.items())}): training stopped before the update; "
-                "the last checkpoint written before this iteration is kept. Lower the learning rate or check the data."
-            )
-        engine.state.output = {Keys.IMAGE: batch[Keys.IMAGE], Keys.LABEL: batch[Keys.LABEL], Keys.PRED: preds}
-        engine.fire_event(IterationEvents.FORWARD_COMPLETED)
-        engine.state.output[Keys.LOSS] = loss
-        engine.fire_event(IterationEvents.LOSS_COMPLETED)
-        if engine.scaler is not None:
-            engine.scaler.scale(loss).backward()
-            engine.sync_gradients()
-            engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
-            engine.scaler.step(engine.optimizer)
-            engine.scaler.update()
-        else:
-            loss.backward()
-            engine.sync_gradients()
-            engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
-            engine.optimizer.step()
-        engine.fire_event(IterationEvents.MODEL_COMPLETED)
-        engine.state.output[Keys.LOSS] = loss.detach()
-        engine.state.output.update({k: float(v.detach()) for k, v in logs.items()})
-        engine.state.output["stage"] = engine.stage
-        # MONAI's convention (``decollate=True``): one dict per item, scalars replicated, so the stock
-        # ``from_engine(["loss"], first=True)`` of MONAI's tracking settings (``--tracking mlflow``) reads the loss.
-        engine.state.output = decollate_batch(engine.state.output, detach=True)
-        return engine.state.output
-
-    # ----------------------------------------------------------------------------------------------
     def pseudo_label(self, images: torch.Tensor, threshold: float = 0.5, keep_largest: bool = True) -> torch.Tensor:
         """Teacher pseudo-labels: foreground probability >= ``threshold`` (binary) or argmax, then LCC."""
         if self.teacher is None:

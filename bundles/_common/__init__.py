@@ -1,0 +1,21 @@
+# Copyright (c) 2026 ssl-monai-bundles contributors
+# SPDX-License-Identifier: Apache-2.0
+"""The runtime every bundle shares, one module per concern.
+
+- :mod:`.runtime`: device, mixed precision, memory format, CPU threads, the allocator setting.
+- :mod:`.run_folder`: where a run writes, its lock and its ``FINISHED`` marker.
+- :mod:`.schedules`: learning-rate factors.
+- :mod:`.errors`: the bundles' error classes and the short reports of config and input errors.
+- :mod:`.overrides`: the check of ``monai.bundle run`` command-line overrides.
+- :mod:`.checkpoints`: atomic saving, weights loading, exact resume.
+- :mod:`.progress`: progress lines with speed and ETA.
+- :mod:`.keys`: batch keys and engine events.
+- :mod:`.engine`: the trainers' shared machinery.
+- :mod:`.sampling`: endless, replayable data streams.
+- :mod:`.datalist`: datalist checks and loading.
+- :mod:`.metrics` and :mod:`.reports`: segmentation metrics and the evaluation report handler.
+
+This folder is not a bundle: ``scripts/sync_common.py`` copies it into every bundle as ``scripts/common/`` (a bundle
+stays self-contained), and ``scripts/sync_common.py --check`` (run by the tests) reports any copy that differs.
+Edit the modules here, never the copies.
+"""
