@@ -15,7 +15,7 @@ from conftest import import_bundle
 @pytest.mark.parametrize("bundle", ["crossmatch_3d", "switch_us"])
 def test_amp_without_native_bf16_runs_fp32_and_says_so_once(bundle, monkeypatch, caplog, restore_scripts):
     import_bundle(bundle)
-    utils = importlib.import_module("scripts.utils")
+    utils = importlib.import_module("scripts.common.runtime")
     monkeypatch.setitem(utils.resolve_amp_dtype.__globals__, "cpu_supports_bf16", lambda: False)
     utils._warn_amp_unavailable.cache_clear()
     with caplog.at_level(logging.WARNING, logger=utils.logger.name):

@@ -12,6 +12,7 @@ import pytest
 from conftest import BUNDLES, import_bundle, run_bundle
 
 NAMES = ["switch_us", "crossmatch_3d"]
+MAIN = "/venv/lib/python3.11/site-packages/monai/bundle/__main__.py"  # sys.argv[0] under `python -m monai.bundle`
 SET_DEBUG = "\n set '_mode_=debug' to enter the debugging mode."  # the second line of MONAI's wrapper message
 
 
@@ -28,38 +29,38 @@ def _raised(exc: BaseException, wrapper: BaseException | None = None) -> BaseExc
         return outer
 
 
-def _utils(name: str):
+def _errors(name: str):
+    """The bundle's ``scripts.common.errors``."""
     import_bundle(name)
-    return importlib.import_module("scripts.utils")
+    return importlib.import_module("scripts.common.errors")
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_summary_of_wrapped_input_and_config_errors(name):
-    utils = _utils(name)
+    errors = _errors(name)
     data_error = importlib.import_module("scripts.data").DataError
-    handlers = importlib.import_module("scripts.handlers")
     wrapped = _raised(data_error("input image not found: /x.png"),
                       RuntimeError("Failed to instantiate component 'scripts.data.list_images' with keywords: inputs"
                                    + SET_DEBUG))
-    assert utils.error_summary(wrapped).splitlines() == [
+    assert errors.error_summary(wrapped).splitlines() == [
         "DataError: input image not found: /x.png",
         "  while creating scripts.data.list_images(inputs) from the config",
-        f"  ({utils.TRACEBACK_ENV}=1 shows the full traceback)",
+        f"  ({errors.TRACEBACK_ENV}=1 shows the full traceback)",
     ]
     # a bad value fails inside a library: the innermost error and the component being created
     bad_value = _raised(ValueError("batch_size should be a positive integer value, but got batch_size=0"),
                         RuntimeError("Failed to instantiate component 'monai.data.dataloader.DataLoader' with "
                                      "keywords: dataset,batch_size" + SET_DEBUG))
-    assert utils.error_summary(bad_value).splitlines()[:2] == [
+    assert errors.error_summary(bad_value).splitlines()[:2] == [
         "ValueError: batch_size should be a positive integer value, but got batch_size=0",
         "  while creating monai.data.dataloader.DataLoader(dataset, batch_size) from the config",
     ]
     # the bundle's own input errors are found anywhere in the chain, also under "Failed to evaluate"
-    weights = _raised(handlers.MissingWeightsError("no weights at ckpt_path = /m.pt"),
+    weights = _raised(errors.MissingWeightsError("no weights at ckpt_path = /m.pt"),
                       RuntimeError("Failed to evaluate ConfigExpression: $@evaluator.run()"))
     assert isinstance(weights.__cause__, FileNotFoundError)
-    assert utils.error_summary(weights).splitlines()[0] == "MissingWeightsError: no weights at ckpt_path = /m.pt"
-    assert "while creating" not in utils.error_summary(weights)
+    assert errors.error_summary(weights).splitlines()[0] == "MissingWeightsError: no weights at ckpt_path = /m.pt"
+    assert "while creating" not in errors.error_summary(weights)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -67,39 +68,39 @@ def test_an_undefined_reference_is_reported_with_the_overlay_hint(name):
     """``configs/evaluate.yaml`` run on its own: MONAI's resolver raises from a lookup error inside ``monai.utils``."""
     from monai.bundle import ConfigParser
 
-    utils = _utils(name)
+    errors = _errors(name)
     parser = ConfigParser({"run": ["$@test::evaluator.run()"]})
     with pytest.raises(ValueError) as info:
         parser.get_parsed_content("run#0")
-    assert not utils._raised_in_monai_bundle(info.value.__cause__)  # the innermost error is not the one to show
-    assert utils.error_summary(info.value).splitlines() == [
+    assert not errors._raised_in_monai_bundle(info.value.__cause__)  # the innermost error is not the one to show
+    assert errors.error_summary(info.value).splitlines() == [
         "ValueError: the referring item `@test::evaluator` is not defined in the config content.",
-        f"  {utils.OVERLAY_HINT}",
-        f"  ({utils.TRACEBACK_ENV}=1 shows the full traceback)",
+        f"  {errors.OVERLAY_HINT}",
+        f"  ({errors.TRACEBACK_ENV}=1 shows the full traceback)",
     ]
     # a missing key is summarised too, without the overlay hint
     with pytest.raises(KeyError) as info:
         parser["train#trainer"]
-    assert utils.error_summary(info.value).splitlines()[0] == "KeyError: 'query key: train'"
-    assert utils.OVERLAY_HINT not in utils.error_summary(info.value)
+    assert errors.error_summary(info.value).splitlines()[0] == "KeyError: 'query key: train'"
+    assert errors.OVERLAY_HINT not in errors.error_summary(info.value)
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_other_errors_keep_their_traceback(name):
-    utils = _utils(name)
+    errors = _errors(name)
     crash = _raised(RuntimeError("CUDA out of memory"), RuntimeError("Failed to evaluate ConfigExpression: $run()"))
-    assert utils.error_summary(crash) is None
-    assert utils.error_summary(_raised(ZeroDivisionError("division by zero"))) is None
+    assert errors.error_summary(crash) is None
+    assert errors.error_summary(_raised(ZeroDivisionError("division by zero"))) is None
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_the_hook_reports_briefly_and_passes_other_errors_on(name, monkeypatch, capsys):
-    utils = _utils(name)
+    errors = _errors(name)
     seen = []
-    monkeypatch.delenv(utils.TRACEBACK_ENV, raising=False)
+    monkeypatch.delenv(errors.TRACEBACK_ENV, raising=False)
     monkeypatch.setattr(sys, "excepthook", lambda *args: seen.append(args[1]))
-    utils.install_error_summary()
-    utils.install_error_summary()  # installed once
+    assert errors.install_error_summary([MAIN])
+    assert errors.install_error_summary([MAIN])  # installed once
     hook = sys.excepthook
     assert hook.error_summary
     error = _raised(importlib.import_module("scripts.data").DataError("empty labeled list in d.json"))
@@ -110,9 +111,27 @@ def test_the_hook_reports_briefly_and_passes_other_errors_on(name, monkeypatch, 
     assert seen == [other]  # went to the hook that was there before
     # SSL_BUNDLES_TRACEBACK=1 leaves Python's hook alone
     monkeypatch.setattr(sys, "excepthook", sys.__excepthook__)
-    monkeypatch.setenv(utils.TRACEBACK_ENV, "1")
-    utils.install_error_summary()
+    monkeypatch.setenv(errors.TRACEBACK_ENV, "1")
+    assert not errors.install_error_summary([MAIN])
     assert sys.excepthook is sys.__excepthook__
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_hook_is_installed_on_the_monai_bundle_command_line_only(name, monkeypatch):
+    """MONAI Label, pytest and other processes that run a workflow in-process keep their own hook."""
+    errors = _errors(name)
+    monkeypatch.delenv(errors.TRACEBACK_ENV, raising=False)
+    before = sys.excepthook  # pytest's or Python's
+    monkeypatch.setattr(sys, "argv", ["/usr/bin/pytest", "tests"])
+    for argv in [None, [], ["/usr/bin/pytest"], ["/opt/monailabel/main.py", "start_server"],
+                 ["/venv/lib/python3.11/site-packages/monai/bundle/utils.py"], ["-c"]]:
+        assert errors.install_error_summary(argv) is False, argv
+        assert sys.excepthook is before, argv
+    monkeypatch.setattr(sys, "excepthook", before)  # put back when the test ends
+    assert errors.install_error_summary([MAIN, "run", "--config_file", "configs/train.yaml"]) is True
+    assert sys.excepthook is not before and sys.excepthook.error_summary
+    monkeypatch.setattr(sys, "argv", [MAIN, "run"])
+    assert errors.install_error_summary() is True  # argv None: sys.argv
 
 
 @pytest.mark.slow

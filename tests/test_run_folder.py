@@ -20,14 +20,15 @@ from conftest import BUNDLES, import_bundle, run_bundle
 NAMES = ["switch_us", "crossmatch_3d"]
 
 
-def _utils(name: str):
+def _run_folder(name: str):
+    """The bundle's ``scripts.common.run_folder``."""
     import_bundle(name)
-    return importlib.import_module("scripts.utils")
+    return importlib.import_module("scripts.common.run_folder")
 
 
 def _holder(name: str, root, seconds: float) -> subprocess.Popen:
     """Another process that takes ``root/run`` and keeps it for ``seconds`` (it prints once it holds it)."""
-    code = ("import sys, time; from scripts.utils import resolve_run_dir; "
+    code = ("import sys, time; from scripts.common.run_folder import resolve_run_dir; "
             f"print(resolve_run_dir({str(root)!r}, 'run'), flush=True); time.sleep({seconds})")
     env = {**os.environ, "PYTHONPATH": str(BUNDLES / name)}
     env.pop("RANK", None)
@@ -38,53 +39,67 @@ def _holder(name: str, root, seconds: float) -> subprocess.Popen:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_a_folder_in_use_stops_a_second_run_and_is_freed_at_exit(name, tmp_path, restore_scripts, monkeypatch):
-    utils = _utils(name)
+    run_folder = _run_folder(name)
     monkeypatch.delenv("RANK", raising=False)
-    marker = tmp_path / "run" / utils.RUNNING_MARKER
+    marker = tmp_path / "run" / run_folder.RUNNING_MARKER
     holder = _holder(name, tmp_path, 60)
     try:
         assert marker.read_text() == f"{holder.pid} {platform.node()}"
-        with pytest.raises(utils.RunFolderBusyError, match=rf"in use by another run \(process {holder.pid} holds"):
-            utils.resolve_run_dir(str(tmp_path), "run")
-        assert getattr(utils.RunFolderBusyError, "brief_report", False)  # reported without a traceback
+        with pytest.raises(run_folder.RunFolderBusyError, match=rf"in use by another run \(process {holder.pid} holds"):
+            run_folder.resolve_run_dir(str(tmp_path), "run")
+        assert getattr(run_folder.RunFolderBusyError, "brief_report", False)  # reported without a traceback
         # under torchrun the other ranks share rank 0's folder
         monkeypatch.setenv("RANK", "1")
-        assert utils.resolve_run_dir(str(tmp_path), "run") == str(tmp_path / "run")
+        assert run_folder.resolve_run_dir(str(tmp_path), "run") == str(tmp_path / "run")
         monkeypatch.delenv("RANK")
     finally:
         holder.terminate()
         holder.wait(timeout=30)
     # SIGTERM skips atexit: the marker of the ended process is stale and taken over (the run resumes in place)
     assert marker.exists()
-    assert utils.resolve_run_dir(str(tmp_path), "run") == str(tmp_path / "run")
+    assert run_folder.resolve_run_dir(str(tmp_path), "run") == str(tmp_path / "run")
     assert marker.read_text() == f"{os.getpid()} {platform.node()}"
     # this process again (MONAI Label trains in its own process, one run after another)
-    assert utils.resolve_run_dir(str(tmp_path), "run") == str(tmp_path / "run")
+    assert run_folder.resolve_run_dir(str(tmp_path), "run") == str(tmp_path / "run")
     # a process that exits normally removes its marker
     other = tmp_path / "other"
     holder = _holder(name, other, 0)
     assert holder.wait(timeout=60) == 0
-    assert (other / "run").is_dir() and not (other / "run" / utils.RUNNING_MARKER).exists()
+    assert (other / "run").is_dir() and not (other / "run" / run_folder.RUNNING_MARKER).exists()
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_markers_of_other_machines_and_of_finished_runs(name, tmp_path, restore_scripts, monkeypatch):
-    utils = _utils(name)
+    run_folder = _run_folder(name)
     monkeypatch.delenv("RANK", raising=False)
     folder = tmp_path / "run"
     folder.mkdir()
-    (folder / utils.RUNNING_MARKER).write_text("4242 another-host")
-    with pytest.raises(utils.RunFolderBusyError, match="process 4242 on another-host"):
-        utils.resolve_run_dir(str(tmp_path), "run")
+    (folder / run_folder.RUNNING_MARKER).write_text("4242 another-host")
+    with pytest.raises(run_folder.RunFolderBusyError, match="process 4242 on another-host"):
+        run_folder.resolve_run_dir(str(tmp_path), "run")
     # a finished run is never written again: the next run goes to run_2, and --overwrite takes the folder over
-    (folder / utils.FINISHED_MARKER).touch()
-    assert utils.resolve_run_dir(str(tmp_path), "run") == str(tmp_path / "run_2")
-    assert utils.resolve_run_dir(str(tmp_path), "run", overwrite=True) == str(folder)
-    assert (folder / utils.RUNNING_MARKER).read_text().startswith(f"{os.getpid()} ")
+    (folder / run_folder.FINISHED_MARKER).touch()
+    assert run_folder.resolve_run_dir(str(tmp_path), "run") == str(tmp_path / "run_2")
+    assert run_folder.resolve_run_dir(str(tmp_path), "run", overwrite=True) == str(folder)
+    assert (folder / run_folder.RUNNING_MARKER).read_text().startswith(f"{os.getpid()} ")
     # an unreadable marker is stale
     (tmp_path / "x").mkdir()
-    (tmp_path / "x" / utils.RUNNING_MARKER).write_text("garbage")
-    assert utils.resolve_run_dir(str(tmp_path), "x") == str(tmp_path / "x")
+    (tmp_path / "x" / run_folder.RUNNING_MARKER).write_text("garbage")
+    assert run_folder.resolve_run_dir(str(tmp_path), "x") == str(tmp_path / "x")
+
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_run_name_that_is_not_a_plain_folder_name_is_refused(name, tmp_path, restore_scripts, monkeypatch):
+    run_folder = _run_folder(name)
+    monkeypatch.delenv("RANK", raising=False)
+    root = tmp_path / "runs"
+    for bad in ("../x", "a/b", "..", ""):
+        with pytest.raises(run_folder.RunNameError, match="is not a plain folder name"):
+            run_folder.resolve_run_dir(str(root), bad)
+    assert not any(tmp_path.iterdir())  # no folder was made, inside the runs folder or beside it
+    assert getattr(run_folder.RunNameError, "brief_report", False)  # reported without a traceback
+    assert run_folder.resolve_run_dir(str(root), "a.b") == str(root / "a.b")  # a plain name with a dot is fine
 
 
 @pytest.mark.slow
