@@ -1,6 +1,6 @@
 # Copyright (c) 2026 ssl-monai-bundles contributors
 # SPDX-License-Identifier: Apache-2.0
-"""CrossMatch 3D evaluation: metrics against hand computations, and the VolumeReport handler on a real evaluator."""
+"""3D evaluation (crossmatch_3d): metrics against hand computations, and the report handler on a real evaluator."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import csv
 import json
 import math
 import sys
+import types
 
 import nibabel as nib
 import numpy as np
@@ -20,14 +21,15 @@ MM = [0.5, 0.75, 2.0]  # anisotropic voxel spacing (x, y, z) in mm
 
 @pytest.fixture(scope="module")
 def ev():
-    """The crossmatch_3d ``scripts.evaluation`` module; the previously imported ``scripts`` package is restored after."""
+    """crossmatch_3d's copy of the common metrics and report modules, as one namespace; the previously imported
+    ``scripts`` package is restored after."""
     saved_modules = {k: v for k, v in sys.modules.items() if k == "scripts" or k.startswith("scripts.")}
     saved_path = list(sys.path)
     import_bundle("crossmatch_3d")
-    from scripts import evaluation
+    from scripts.common import metrics, reports
 
-    assert "crossmatch_3d" in evaluation.__file__
-    yield evaluation
+    assert "crossmatch_3d" in metrics.__file__ and "crossmatch_3d" in reports.__file__
+    yield types.SimpleNamespace(**{**vars(metrics), **vars(reports)})
     for k in [k for k in sys.modules if k == "scripts" or k.startswith("scripts.")]:
         del sys.modules[k]
     sys.modules.update(saved_modules)
@@ -57,18 +59,18 @@ def _brute_distances(a: np.ndarray, b: np.ndarray, spacing=None) -> tuple[np.nda
     return d.min(1), d.min(0)  # a -> b, b -> a
 
 
-def test_dice_jaccard_of_overlapping_cubes(ev):
+def test_dice_iou_of_overlapping_cubes(ev):
     gt = _cube((16, 16, 16), (2, 2, 2), 4)  # 64 voxels
     pred = _cube((16, 16, 16), (2, 2, 4), 4)  # shifted 2 along z: overlap 4 x 4 x 2 = 32
     m = ev.class_metrics(pred, gt)
     assert m["dice"] == pytest.approx(2 * 32 / 128)
-    assert m["jaccard"] == pytest.approx(32 / 96)
-    assert list(m) == ["dice", "jaccard", "hd95", "hd95_pooled", "asd"]  # no spacing: voxel units only
+    assert m["iou"] == pytest.approx(32 / 96)
+    assert list(m) == ["dice", "iou", "hd95", "hd95_pooled", "asd"]  # no spacing: voxel units only
     pred2 = _cube((16, 16, 16), (3, 3, 3), 4)  # shifted by 1 on every axis: overlap 3^3 = 27
     b = ev.binary_metrics(torch.as_tensor(pred2.astype(np.uint8)), gt.astype(np.int64))
-    assert b["dice"] == pytest.approx(54 / 128) and b["jaccard"] == pytest.approx(27 / 101)
+    assert b["dice"] == pytest.approx(54 / 128) and b["iou"] == pytest.approx(27 / 101)
     same = ev.class_metrics(gt, gt, spacing=MM)
-    assert same["dice"] == 1.0 and same["jaccard"] == 1.0
+    assert same["dice"] == 1.0 and same["iou"] == 1.0
     assert same["hd95"] == same["hd95_pooled"] == same["asd"] == same["hd95_mm"] == same["asd_mm"] == 0.0
 
 
@@ -78,7 +80,7 @@ def test_plates_shifted_along_z_in_voxels_and_mm(ev):
     gt[2:9, 3:10, 2] = True
     pred = np.roll(gt, 3, axis=2)
     m = ev.class_metrics(pred, gt, spacing=MM)
-    assert m["dice"] == 0.0 and m["jaccard"] == 0.0
+    assert m["dice"] == 0.0 and m["iou"] == 0.0
     for key in ("hd95", "hd95_pooled", "asd"):
         assert m[key] == pytest.approx(3.0)
         assert m[key + "_mm"] == pytest.approx(6.0)
@@ -142,16 +144,16 @@ def test_multiclass_per_class_and_mean_columns(ev):
     pred, label = _cardiac_pair()
     names = ["background", "right ventricle", "Myocardium", "left-ventricle"]
     m = ev.segmentation_metrics(pred, label, num_classes=4, class_names=names, spacing=MM)
-    metric_keys = ["dice", "jaccard", "hd95", "hd95_pooled", "asd", "hd95_mm", "hd95_pooled_mm", "asd_mm"]
+    metric_keys = ["dice", "iou", "hd95", "hd95_pooled", "asd", "hd95_mm", "hd95_pooled_mm", "asd_mm"]
     classes = ["right_ventricle", "myocardium", "left_ventricle"]
     assert list(m) == metric_keys + [f"{k}_{c}" for c in classes for k in metric_keys]
     assert m["dice_right_ventricle"] == 1.0 and m["hd95_right_ventricle"] == 0.0
-    assert m["dice_myocardium"] == pytest.approx(2 * 72 / 216) and m["jaccard_myocardium"] == pytest.approx(0.5)
+    assert m["dice_myocardium"] == pytest.approx(2 * 72 / 216) and m["iou_myocardium"] == pytest.approx(0.5)
     assert m["hd95_myocardium"] == pytest.approx(3.0) and m["hd95_mm_myocardium"] == pytest.approx(3 * 0.75)
     assert m["dice_left_ventricle"] == 0.0 and math.isnan(m["hd95_left_ventricle"])  # "skip": distance undefined
     # the plain columns are the means over the foreground classes (NaN left out)
     assert m["dice"] == pytest.approx((1.0 + 2 * 72 / 216 + 0.0) / 3)
-    assert m["jaccard"] == pytest.approx((1.0 + 0.5 + 0.0) / 3)
+    assert m["iou"] == pytest.approx((1.0 + 0.5 + 0.0) / 3)
     assert m["hd95"] == pytest.approx((0.0 + 3.0) / 2)
     nested = ev.multiclass_metrics(pred, label, num_classes=4)
     assert set(nested) == {1, 2, 3} and nested[2]["dice"] == pytest.approx(m["dice_myocardium"])
@@ -171,10 +173,10 @@ def test_empty_policies(ev, policy):
     empty, cube = np.zeros(shape, bool), _cube(shape, (2, 2, 1), 3)
     both = ev.class_metrics(empty, empty, spacing=MM, empty_policy=policy)
     expected = {"skip": math.nan, "zero": 0.0, "one": 1.0, "paper": 0.0}[policy]
-    for key in ("dice", "jaccard"):
+    for key in ("dice", "iou"):
         assert both[key] == expected or (math.isnan(expected) and math.isnan(both[key]))
     missed = ev.class_metrics(empty, cube, spacing=MM, empty_policy=policy)  # empty prediction, non-empty label
-    assert missed["dice"] == 0.0 and missed["jaccard"] == 0.0
+    assert missed["dice"] == 0.0 and missed["iou"] == 0.0
     distance_keys = ["hd95", "hd95_pooled", "asd", "hd95_mm", "hd95_pooled_mm", "asd_mm"]
     if policy == "paper":  # the CrossMatch LA protocol: all metrics 0, counted in the means
         assert all(both[k] == 0.0 for k in distance_keys) and all(missed[k] == 0.0 for k in distance_keys)
@@ -204,16 +206,16 @@ def test_invalid_arguments_and_summary(ev):
 def test_spacing_lookup_order(ev):
     from monai.data import MetaTensor
 
-    report = ev.VolumeReport("unused", spacing=[9.0, 9.0, 9.0])
+    report = ev.SegmentationReport("unused", spacing=[9.0, 9.0, 9.0])
     reader_meta = {"pixdim": [1.0, 0.5, 0.5, 2.0, 1, 1, 1, 1], "affine": torch.diag(torch.tensor([0.5, 0.5, 2.0, 1.0]))}
     image = MetaTensor(torch.zeros(1, 4, 4, 4), meta=reader_meta)
-    assert report._spacing({"spacing": [1, 2, 3]}, image, 3, {"spacing": [4, 5, 6]}) == [1, 2, 3]
-    assert report._spacing({}, image, 3, {"spacing": [4, 5, 6]}) == [4, 5, 6]
-    assert report._spacing({}, image, 3, None) == [0.5, 0.5, 2.0]
+    assert report._spacing({"spacing": [1, 2, 3]}, image, (4, 4, 4), {"spacing": [4, 5, 6]}) == [1, 2, 3]
+    assert report._spacing({}, image, (4, 4, 4), {"spacing": [4, 5, 6]}) == [4, 5, 6]
+    assert report._spacing({}, image, (4, 4, 4), None) == [0.5, 0.5, 2.0]
     plain = MetaTensor(torch.zeros(1, 4, 4, 4), meta={"filename_or_obj": "x.nii"})  # no reader meta: identity affine
-    assert report._spacing({}, plain, 3) == [9.0, 9.0, 9.0]
-    assert ev.VolumeReport("unused")._spacing({}, plain, 3) is None
-    assert ev.VolumeReport("unused", use_spacing=False)._spacing({"spacing": [1, 2, 3]}, image, 3) is None
+    assert report._spacing({}, plain, (4, 4, 4)) == [9.0, 9.0, 9.0]
+    assert ev.SegmentationReport("unused")._spacing({}, plain, (4, 4, 4)) is None
+    assert ev.SegmentationReport("unused", use_spacing=False)._spacing({"spacing": [1, 2, 3]}, image, (4, 4, 4)) is None
 
 
 def _write_case(folder, name, image, label, spacing):
@@ -267,20 +269,20 @@ def test_volume_report_end_to_end(ev, tmp_path):
              {**_write_case(tmp_path / "site_b", "case", pred_b * 10.0 - 5, gt_b, [3.0, 3.0, 3.0]),
               "spacing": [1.5, 1.0, 1.0]}]
     out = tmp_path / "eval"
-    report = ev.VolumeReport(str(out), num_classes=2, class_names=["background", "left atrium"], empty_policy="paper",
+    report = ev.SegmentationReport(str(out), num_classes=2, class_names=["background", "left atrium"], empty_policy="paper",
                              max_pictures=1, name="la_test")
     evaluator = _run_evaluator(items, report, 2)
 
     with open(out / "metrics_per_volume.csv") as f:
         rows = list(csv.DictReader(f))
-    assert list(rows[0]) == ["id", "dice", "jaccard", "hd95", "hd95_pooled", "asd", "hd95_mm", "hd95_pooled_mm",
+    assert list(rows[0]) == ["id", "dice", "iou", "hd95", "hd95_pooled", "asd", "hd95_mm", "hd95_pooled_mm",
                              "asd_mm", "spacing_mm"]
     assert [r["id"] for r in rows] == ["case", "case~1"]  # repeated file names get a suffix
     a, b = ({k: (v if k in ("id", "spacing_mm") else float(v)) for k, v in r.items()} for r in rows)
     assert a["spacing_mm"] == "0.5 0.5 2" and b["spacing_mm"] == "1.5 1 1"
-    assert a["dice"] == pytest.approx(0.5) and a["jaccard"] == pytest.approx(1 / 3)
+    assert a["dice"] == pytest.approx(0.5) and a["iou"] == pytest.approx(1 / 3)
     assert a["hd95"] == pytest.approx(2.0) and a["hd95_mm"] == pytest.approx(4.0) and a["hd95_pooled_mm"] == pytest.approx(4.0)
-    assert b["dice"] == pytest.approx(2 * 100 / 250) and b["jaccard"] == pytest.approx(100 / 150)
+    assert b["dice"] == pytest.approx(2 * 100 / 250) and b["iou"] == pytest.approx(100 / 150)
     assert b["hd95"] == pytest.approx(1.0) and b["hd95_mm"] == pytest.approx(1.5)
     assert a["asd_mm"] == pytest.approx(ev.class_metrics(pred_a, gt_a, spacing=[0.5, 0.5, 2.0])["asd_mm"], rel=1e-6)
 
@@ -316,11 +318,11 @@ def test_volume_report_multiclass_paper_policy_without_spacing(ev, tmp_path):
     pred, label = _cardiac_pair()
     items = [_write_case(tmp_path, "heart", pred * 10.0 - 5, label, [1.5, 1.5, 8.0])]
     names = ["background", "right_ventricle", "myocardium", "left_ventricle"]
-    report = ev.VolumeReport(str(tmp_path / "eval"), num_classes=4, class_names=names, empty_policy="paper",
+    report = ev.SegmentationReport(str(tmp_path / "eval"), num_classes=4, class_names=names, empty_policy="paper",
                              use_spacing=False, max_pictures=0)
     evaluator = _run_evaluator(items, report, 4)
     header = (tmp_path / "eval" / "metrics_per_volume.csv").read_text().splitlines()[0].split(",")
-    metric_keys = ["dice", "jaccard", "hd95", "hd95_pooled", "asd"]
+    metric_keys = ["dice", "iou", "hd95", "hd95_pooled", "asd"]
     assert header == ["id", *metric_keys, *[f"{k}_{c}" for c in names[1:] for k in metric_keys], "spacing_mm"]
     row = report.rows[0]
     assert row["id"] == "heart" and row["spacing_mm"] == ""

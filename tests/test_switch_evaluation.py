@@ -13,8 +13,7 @@ import torch
 from conftest import import_bundle
 
 import_bundle("switch_us")
-from scripts.evaluation import (  # noqa: E402
-    SegmentationReport,
+from scripts.common.metrics import (  # noqa: E402
     binary_metrics,
     class_metrics,
     multiclass_metrics,
@@ -22,6 +21,7 @@ from scripts.evaluation import (  # noqa: E402
     segmentation_metrics,
     summarize,
 )
+from scripts.common.reports import SegmentationReport  # noqa: E402
 from scripts.transforms import PixelSpacingToMetad  # noqa: E402
 
 
@@ -140,7 +140,7 @@ def test_report_handler_with_an_evaluator(tmp_path):
         def forward(self, x):  # logits that reproduce the label exactly
             return torch.cat([1 - x, x], dim=1) * 10
 
-    report = SegmentationReport(str(tmp_path / "eval"), empty_policy="zero", max_overlays=2)
+    report = SegmentationReport(str(tmp_path / "eval"), empty_policy="zero", max_pictures=2, item="image", resized=True)
     from monai.transforms import Activationsd, AsDiscreted, Compose
 
     evaluator = SupervisedEvaluator(device="cpu", val_data_loader=DataLoader(data, batch_size=1), network=Identity(),
@@ -153,7 +153,7 @@ def test_report_handler_with_an_evaluator(tmp_path):
     assert summary["num_images"] == 3
     assert summary["metrics"]["dice"]["mean"] == pytest.approx(2 / 3)  # case2 is empty/empty -> 0 under "zero"
     assert summary["metrics"]["hd95_mm"]["count"] == 2  # spacing 0.5 scaled by 64/32 -> 1 mm per pixel
-    assert sorted(p.name for p in (tmp_path / "eval" / "overlays").iterdir()) == ["case0.png", "case1.png"]
+    assert sorted(p.name for p in (tmp_path / "eval" / "pictures").iterdir()) == ["case0.png", "case1.png"]
     assert evaluator.state.metrics["test_dice"] == pytest.approx(2 / 3)
 
 
@@ -197,7 +197,8 @@ def test_report_on_pngs_loaded_resized_and_batched(tmp_path):
         def forward(self, x):
             return torch.cat([1 - x, x], dim=1)
 
-    report = SegmentationReport(str(tmp_path / "eval"), empty_policy="skip", max_overlays=2, name="pngs")
+    report = SegmentationReport(str(tmp_path / "eval"), empty_policy="skip", max_pictures=2, item="image", resized=True,
+                                name="pngs")
     evaluator = SupervisedEvaluator(device="cpu", val_data_loader=DataLoader(Dataset(items, transforms), batch_size=2),
                                     network=Identity(), postprocessing=AsDiscreted("pred", argmax=True),
                                     val_handlers=[report])
@@ -217,8 +218,7 @@ def test_report_on_pngs_loaded_resized_and_batched(tmp_path):
     assert math.isnan(rows["nothing"]["dice"]) and math.isnan(rows["nothing"]["hd95"])
 
     text = (tmp_path / "eval" / "metrics_summary.json").read_text()
-    assert "NaN" not in text  # strict JSON
-    summary = json.loads(text)
+    summary = json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in the summary: not strict JSON"))
     assert summary["name"] == "pngs" and summary["num_images"] == 3 and summary["empty_policy"] == "skip"
     assert summary["metrics"]["dice"] == {"mean": pytest.approx(7 / 12), "std": pytest.approx(1 / 12), "count": 2}
     assert evaluator.state.metrics["test_hd95_mm"] == pytest.approx(summary["metrics"]["hd95_mm"]["mean"])
@@ -226,9 +226,9 @@ def test_report_on_pngs_loaded_resized_and_batched(tmp_path):
     assert len(csv_rows) == 4 and csv_rows[0].startswith("id,dice,iou,hd95")
 
     # the overlay looks like the PNG (rows x columns), at the evaluated size
-    overlays = sorted(p.name for p in (tmp_path / "eval" / "overlays").iterdir())
+    overlays = sorted(p.name for p in (tmp_path / "eval" / "pictures").iterdir())
     assert overlays == ["downward.png", "sideways.png"]
-    rgb = np.asarray(Image.open(tmp_path / "eval" / "overlays" / "sideways.png"))
+    rgb = np.asarray(Image.open(tmp_path / "eval" / "pictures" / "sideways.png"))
     lab, pred = (m[::2, ::2] for m in cases["sideways"])  # nearest resizing keeps every other pixel
     assert rgb.shape == (12, 16, 3)
     red = (rgb == (255, 0, 0)).all(-1)

@@ -100,9 +100,9 @@ class SegmentationReport:
     this order: the output item's ``spacing_key``; the image meta ``pixel_spacing`` (2D images, see the switch_us
     transforms); the batch item's ``spacing_key`` (a datalist entry ``"spacing": [sx, sy, sz]``); the spacing of a
     reader's affine (kept up to date by MONAI's spatial transforms, when the meta holds ``pixdim`` or
-    ``original_affine``; else ``pixdim[1:]``); the ``spacing`` argument. A spacing that does not come from the
-    affine is the native one: it is scaled by native size / evaluated size per axis (the image meta
-    ``spatial_shape``), since 2D evaluation runs on the network's grid as the references do. A non-finite or
+    ``original_affine``; else ``pixdim[1:]``); the ``spacing`` argument. With ``resized`` (2D evaluation on the
+    network's grid, as the Switch reference does), a spacing that does not come from the affine is the native one
+    and is scaled by native size / evaluated size per axis (the image meta ``spatial_shape``). A non-finite or
     non-positive spacing counts as unknown; ``use_spacing=False`` reports pixel/voxel units only.
 
     Files in ``output_dir``: ``metrics_per_<item>.csv`` (one row per item: ``id``, the metrics of
@@ -121,13 +121,14 @@ class SegmentationReport:
         use_spacing: False: pixel/voxel units only, whatever the data carries.
         spacing_key: item key holding the spacing.
         item: what an item is, for the file names and the log (``"image"`` or ``"volume"``).
+        resized: the items are evaluated on a resized grid (scale a native spacing to it, see above).
         name: a name for the log lines and the summary (default: the output folder name).
     """
 
     def __init__(self, output_dir: str, num_classes: int = 2, class_names: Sequence[str] | None = None,
                  empty_policy: str = "skip", max_pictures: int = 8, num_slices: int = 3,
                  spacing: Sequence[float] | None = None, use_spacing: bool = True, spacing_key: str = "spacing",
-                 item: str = "volume", name: str | None = None) -> None:
+                 item: str = "volume", resized: bool = False, name: str | None = None) -> None:
         check_policy(empty_policy)
         if int(num_classes) < 2:
             raise ValueError(f"num_classes must be at least 2 (background included), got {num_classes}.")
@@ -146,6 +147,7 @@ class SegmentationReport:
         self.use_spacing = bool(use_spacing)
         self.spacing_key = spacing_key
         self.item = item
+        self.resized = bool(resized)
         self.name = name or self.output_dir.name
         self.rows: list[dict[str, Any]] = []
         self.empty_pred = [0] * (self.num_classes - 1)
@@ -218,7 +220,7 @@ class SegmentationReport:
         if not all(math.isfinite(s) and s > 0 for s in spacing):
             return None
         size = meta.get("spatial_shape")
-        if not on_grid and size is not None:
+        if self.resized and not on_grid and size is not None:
             size = [int(n) for n in torch.as_tensor(size).flatten().tolist()]
             if len(size) == ndim:
                 spacing = [s * n / e for s, n, e in zip(spacing, size, shape)]
