@@ -118,9 +118,8 @@ def to_memory_format(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
 def resolve_channels_last(channels_last: bool | str, amp_dtype: torch.dtype | None) -> bool:
     """Whether to use the channels-last memory format: ``"auto"`` means exactly when mixed precision runs.
 
-    Measured with ``scripts/benchmark.py`` on a 2-core CPU with native bf16 (AVX512-BF16), published settings, AMP:
-    CrossMatch LA iteration 32.0 s contiguous -> 24.4 s channels-last, ACDC iteration 17.0 s -> 12.4 s. fp32 keeps
-    the contiguous layout of the earlier default.
+    Channels-last pays off with bf16 autocast on CPUs with native bf16; in fp32 the contiguous layout is kept
+    (the measurements: ``docs/results/speed_memory.md``).
 
     Raises:
         ValueError: a value other than a boolean or ``"auto"``.
@@ -154,11 +153,10 @@ def keep_freed_memory(enabled: bool = True) -> bool:
     """Keep the memory torch frees on the CPU inside this process for reuse, instead of returning it to the system.
 
     glibc serves every large allocation (the activations of a training step, a sliding-window batch) with fresh
-    ``mmap`` pages and unmaps them on free, so each iteration faults in and zeroes its whole working set again. On
-    the 2-core development CPU that was a fifth of the CPU time of a Switch iteration: ``mallopt(M_MMAP_MAX, 0)``
-    serves large blocks from the heap and ``mallopt(M_TRIM_THRESHOLD, 2 GiB)`` keeps freed heap memory, so the pages
-    are reused (``python scripts/benchmark.py one switch published amp --keep_freed_memory False|True``: 474 000 ->
-    3 300 page faults and 2.99 -> 2.34 s per iteration). The resident memory then stays near the run's peak
+    ``mmap`` pages and unmaps them on free, so each iteration faults in and zeroes its whole working set again
+    (``docs/results/speed_memory.md`` measures what that costs). ``mallopt(M_MMAP_MAX, 0)`` serves large blocks from
+    the heap and ``mallopt(M_TRIM_THRESHOLD, 2 GiB)`` keeps freed heap memory, so the pages are reused. The
+    resident memory then stays near the run's peak
     instead of falling between iterations. Does nothing on systems without glibc (macOS, Windows, musl).
 
     Args:
