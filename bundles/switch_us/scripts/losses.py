@@ -1,6 +1,6 @@
 # Copyright (c) 2026 ssl-monai-bundles contributors
 # SPDX-License-Identifier: Apache-2.0
-"""Losses of Switch, BCP and the supervised baseline (ALGORITHMS.md section 1.3).
+"""Losses of Switch, BCP and the supervised baseline (docs/methods.md 1.4 and 1.6; the supervised loss: 3.1).
 
 All losses take logits and compute in float32, so they are safe under bf16/fp16 autocast.
 """
@@ -32,7 +32,7 @@ def masked_dice_ce(
         eps: smoothing term of the Dice ratio.
         softmax: ``P`` is the softmax of ``logits`` (default). False puts the raw logits in place of ``P``, as
             the Switch reference's supervised baseline (``train_single.py``) calls its Dice without softmax
-            (ALGORITHMS.md 1.6.7); kept only to reproduce that baseline.
+            (docs/methods.md 3.3); kept only to reproduce that baseline.
 
     Returns:
         ``(dice_loss, ce_loss)`` as scalar tensors.

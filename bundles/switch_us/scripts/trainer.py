@@ -223,7 +223,7 @@ class _MixTrainer(SemiSupervisedTrainer):
 
 
 class BCPTrainer(_MixTrainer):
-    """Bidirectional Copy-Paste (the BCP baseline of the Switch repository, ALGORITHMS.md 1.7)."""
+    """Bidirectional Copy-Paste (the BCP baseline of the Switch repository, docs/methods.md 2.1)."""
 
     def __init__(self, *args, box_ratio: float = 2.0 / 3.0, **kwargs) -> None:
         super().__init__(*args, **kwargs)
