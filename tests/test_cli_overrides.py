@@ -21,7 +21,7 @@ def _check(name: str, monkeypatch):
     """The bundle's ``check_cli_overrides``, with the bundle folder as the working directory."""
     import_bundle(name)
     monkeypatch.chdir(BUNDLES / name)
-    return importlib.import_module("scripts.utils").check_cli_overrides
+    return importlib.import_module("scripts.common.overrides").check_cli_overrides
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -84,16 +84,20 @@ def test_other_command_lines_are_left_alone(name, monkeypatch):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_the_check_is_the_first_step_of_every_workflow(name):
-    """First of ``initialize`` (before ``set_determinism(seed=@seed)`` reads an override), else of ``run``."""
+    """First of ``initialize`` (before ``set_determinism(seed=@seed)`` reads an override), else of ``run``.
+
+    Only the error-report hook comes before it, so that a refused override is reported in a few lines.
+    """
     workflows = []
-    check = {"_target_": "scripts.utils.check_cli_overrides"}
+    first = [{"_target_": "scripts.common.errors.install_error_summary"},
+             {"_target_": "scripts.common.overrides.check_cli_overrides"}]
     for path in sorted((BUNDLES / name / "configs").glob("*.yaml")):
         config = yaml.safe_load(path.read_text())
         if "initialize" in config:
-            assert config["initialize"][0] == check, path
+            assert config["initialize"][:2] == first, path
         if "run" in config:
             workflows.append(path.name)
-            assert config["initialize"][0] == check if "initialize" in config else config["run"][0] == check, path
+            assert config["initialize"][:2] == first if "initialize" in config else config["run"][:2] == first, path
     assert {"train.yaml", "inference.yaml", "evaluate.yaml", "multi_gpu_train.yaml"} <= set(workflows)
 
 
@@ -106,7 +110,7 @@ def test_a_misspelt_override_stops_the_run_before_anything_is_written(name, tmp_
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0, out[-3000:]
     assert "unknown config key 'lerning_rate' given on the command line (did you mean 'learning_rate'?)" in out, out[-3000:]
-    assert "Traceback" not in out and "while creating scripts.utils.check_cli_overrides() from the config" in out
+    assert "Traceback" not in out and "while creating scripts.common.overrides.check_cli_overrides() from the config" in out
     assert not (b / "runs").exists() or not any((b / "runs").iterdir()), "an output folder was created"
     assert not (b / "data").exists(), "the phantom data were generated"
     assert not (b / "models").exists()

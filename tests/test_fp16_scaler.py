@@ -20,7 +20,10 @@ from ignite.engine import Events
 
 
 def _trainer(bundle: str, amp_dtype: str | None, iterations: int):
-    """A small 2D trainer of ``bundle`` (Switch with both stages; CrossMatch's supervised baseline) on squares."""
+    """A small 2D trainer of ``bundle`` (Switch with both stages; CrossMatch's supervised baseline) on squares.
+
+    Returns the trainer, its network and the bundle's ``scripts.common.checkpoints``.
+    """
     import_bundle(bundle)
     trainer_mod = importlib.import_module("scripts.trainer")
     networks = importlib.import_module("scripts.networks")
@@ -42,7 +45,7 @@ def _trainer(bundle: str, amp_dtype: str | None, iterations: int):
         net = networks.UNet2D(in_channels=1, out_channels=2, features=(8, 16, 16, 32, 32))
         opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
         trainer = trainer_mod.SupervisedBaselineTrainer(network=net, optimizer=opt, num_classes=2, **common)
-    return trainer, net, handlers
+    return trainer, net, importlib.import_module("scripts.common.checkpoints")
 
 
 def _loss(engine) -> float:
@@ -99,17 +102,17 @@ def test_fp16_step_with_overflowing_gradients_is_skipped(bundle, restore_scripts
 
 @pytest.mark.parametrize("bundle", ["crossmatch_3d", "switch_us"])
 def test_resume_checkpoint_keeps_the_loss_scale(bundle, restore_scripts, tmp_path):
-    trainer, net, handlers = _trainer(bundle, "float16", iterations=2)
+    trainer, net, checkpoints = _trainer(bundle, "float16", iterations=2)
     trainer.run()
     trainer.scaler.update(new_scale=1024.0)
-    saver = handlers.ResumeCheckpoint(str(tmp_path), {"network": net, "optimizer": trainer.optimizer})
+    saver = checkpoints.ResumeCheckpoint(str(tmp_path), {"network": net, "optimizer": trainer.optimizer})
     saver.save(trainer)
     assert "grad_scaler" in torch.load(tmp_path / "checkpoint.pt", weights_only=False)
     fresh, fresh_net, _ = _trainer(bundle, "float16", iterations=2)
     assert fresh.scaler.get_scale() == 65536.0
-    handlers.ResumeCheckpoint(str(tmp_path), {"network": fresh_net, "optimizer": fresh.optimizer}).resume(fresh)
+    checkpoints.ResumeCheckpoint(str(tmp_path), {"network": fresh_net, "optimizer": fresh.optimizer}).resume(fresh)
     assert fresh.scaler.get_scale() == 1024.0
     # an fp32 run neither writes nor needs a scaler state
     fp32, fp32_net, _ = _trainer(bundle, None, iterations=2)
-    handlers.ResumeCheckpoint(str(tmp_path / "fp32"), {"network": fp32_net}).save(fp32)
+    checkpoints.ResumeCheckpoint(str(tmp_path / "fp32"), {"network": fp32_net}).save(fp32)
     assert "grad_scaler" not in torch.load(tmp_path / "fp32" / "checkpoint.pt", weights_only=False)
