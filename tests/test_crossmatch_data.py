@@ -398,16 +398,18 @@ def test_multi_stream_with_slices(data, tfm, tmp_path):
 
 
 def test_distributed_shares_are_disjoint(data):
+    sampler = importlib.import_module("scripts.common.sampling").SeededSampler  # the bundle's: numpy's draws
+
     def first_pass(size, rank, world):
-        it = iter(data._SeededSampler(size, seed=3, rank=rank, world=world))
+        it = iter(sampler(size, seed=3, rank=rank, world=world, scheme="numpy"))
         return [next(it) for _ in range(max(size // world, 1))]
 
     r0, r1 = first_pass(10, 0, 2), first_pass(10, 1, 2)
     assert sorted(i for i, _ in r0 + r1) == list(range(10))  # disjoint shares of one pass
     assert {s for _, s in r0}.isdisjoint({s for _, s in r1})  # and their own augmentation seeds
     assert len(first_pass(1, 1, 2)) == 1  # fewer items than ranks: the pass is tiled
-    it = iter(data._SeededSampler(10, seed=3, start=7, rank=1, world=2))
-    full = iter(data._SeededSampler(10, seed=3, rank=1, world=2))
+    it = iter(sampler(10, seed=3, start=7, rank=1, world=2, scheme="numpy"))
+    full = iter(sampler(10, seed=3, rank=1, world=2, scheme="numpy"))
     assert [next(it) for _ in range(4)] == [next(full) for _ in range(11)][7:]  # replayable from any position
 
 

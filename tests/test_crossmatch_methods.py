@@ -23,7 +23,8 @@ from torch import nn
 def cm():
     """The crossmatch_3d ``scripts`` package with the modules these tests use."""
     scripts = import_bundle("crossmatch_3d")
-    for name in ("networks", "losses", "masks", "inferers", "utils", "transforms", "phantom"):
+    for name in ("networks", "losses", "masks", "inferers", "common.runtime", "common.run_folder", "common.schedules",
+                 "transforms", "phantom"):
         importlib.import_module(f"scripts.{name}")
     return scripts
 
@@ -610,9 +611,9 @@ def test_amp_inferer_fp32_sliding_window(cm):
 
 
 def test_amp_inferer_half_weights_copy_matches_autocast(cm):
+    from scripts.common.runtime import network_to_memory_format
     from scripts.inferers import AmpInferer, PaperSlidingWindowInferer, fold_batch_norm
     from scripts.networks import VNet
-    from scripts.utils import network_to_memory_format
 
     torch.manual_seed(0)
     net = _randomise_bn(VNet(1, 2, 8)).eval()
@@ -647,9 +648,9 @@ def test_fold_batch_norm_same_function_original_untouched(cm, kind):
 
 
 def test_channels_last_auto_follows_mixed_precision(cm):
+    from scripts.common.runtime import resolve_channels_last
     from scripts.inferers import AmpInferer, SliceResizeInferer
     from scripts.networks import UNet2D
-    from scripts.utils import resolve_channels_last
 
     assert resolve_channels_last("auto", torch.bfloat16) is True and resolve_channels_last("auto", None) is False
     assert resolve_channels_last(True, None) is True and resolve_channels_last(False, torch.bfloat16) is False
@@ -667,11 +668,11 @@ def test_channels_last_auto_follows_mixed_precision(cm):
     assert (bf16.argmax(1) == fp32.argmax(1)).float().mean() > 0.97
 
 
-# ------------------------------------------------------------------------------------------------- 7. utils
+# ------------------------------------------------------------------------------------------------ 7. common
 
 
 def test_poly_lr(cm):
-    from scripts.utils import PolyLR
+    from scripts.common.schedules import PolyLR
 
     poly = PolyLR(100)
     assert poly(0) == 1.0 and poly(100) == 0.0 and poly(250) == 0.0
@@ -694,7 +695,8 @@ def test_poly_lr(cm):
 def test_resolve_run_dir_and_amp_dtype(cm, tmp_path):
     from pathlib import Path
 
-    from scripts.utils import FINISHED_MARKER, resolve_amp_dtype, resolve_run_dir
+    from scripts.common.run_folder import FINISHED_MARKER, resolve_run_dir
+    from scripts.common.runtime import resolve_amp_dtype
 
     first = Path(resolve_run_dir(str(tmp_path), "run"))
     assert first == tmp_path / "run" and first.is_dir()

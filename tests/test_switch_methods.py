@@ -14,7 +14,9 @@ from conftest import import_bundle, squares
 from ignite.engine import Engine, Events
 
 import_bundle("switch_us")
-from scripts.handlers import EMATeacher, FrequencyDomainSwitch, ProgressLogger, StageCheckpoint  # noqa: E402
+from scripts.common.progress import ProgressLogger  # noqa: E402
+from scripts.common.schedules import TwoStageCosine  # noqa: E402
+from scripts.handlers import EMATeacher, FrequencyDomainSwitch, ModelCheckpoint  # noqa: E402
 from scripts.losses import masked_dice_ce, mixed_dice_ce, pixel_info_nce  # noqa: E402
 from scripts.masks import bcp_mask, cutmix_masks, mix, multiscale_mask  # noqa: E402
 from scripts.networks import UNet2D  # noqa: E402
@@ -26,7 +28,6 @@ from scripts.trainer import (  # noqa: E402
     largest_component,
 )
 from scripts.transforms import amplitude_swap  # noqa: E402
-from scripts.utils import TwoStageCosine  # noqa: E402
 
 
 def test_unet_parameter_counts_and_single_output():
@@ -197,7 +198,7 @@ def test_ema_teacher_update_and_buffers():
 def test_progress_eta_is_timed_from_the_current_stage(monkeypatch, caplog):
     """Pre-training at 1 s per iteration, self-training at 3 s: the ETA in self-training uses 3 s."""
     clock = [0.0]
-    monkeypatch.setattr("scripts.handlers.time.perf_counter", lambda: clock[0])
+    monkeypatch.setattr("scripts.common.progress.time.perf_counter", lambda: clock[0])
 
     class _TwoStage(Engine):
         @property
@@ -210,7 +211,7 @@ def test_progress_eta_is_timed_from_the_current_stage(monkeypatch, caplog):
 
     engine = _TwoStage(step)
     ProgressLogger(interval=5).attach(engine)
-    with caplog.at_level("INFO", logger="scripts.handlers"):
+    with caplog.at_level("INFO", logger="scripts.common.progress"):
         engine.run(range(30), max_epochs=1)
     lines = {int(r.getMessage().split("iteration ")[1].split("/")[0]): r.getMessage() for r in caplog.records
              if "iteration" in r.getMessage()}
@@ -225,7 +226,7 @@ def test_stage_checkpoint_warns_when_self_training_ends_below_pre_training(keep_
     net = torch.nn.Linear(2, 1)
     trainer, validator = Engine(lambda e, b: None), Engine(lambda e, b: None)
     trainer.register_events(*StageEvents)
-    checkpoint = StageCheckpoint(validator, net, torch.optim.SGD(net.parameters(), lr=0.1), str(tmp_path),
+    checkpoint = ModelCheckpoint(validator, net, torch.optim.SGD(net.parameters(), lr=0.1), str(tmp_path),
                                  keep_best_stage=keep_best_stage)
     checkpoint.attach(trainer)
 

@@ -1,6 +1,6 @@
 # Copyright (c) 2026 ssl-monai-bundles contributors
 # SPDX-License-Identifier: Apache-2.0
-"""``scripts.handlers.WeightsLoader`` of both bundles: the test and inference workflows' weight loading."""
+"""``scripts.common.checkpoints.WeightsLoader`` of both bundles: the test and inference workflows' weight loading."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from ignite.engine import Engine
 
 def _bundle(name: str):
     scripts = import_bundle(name)
-    for module in ("handlers", "networks"):
+    for module in ("common.checkpoints", "networks"):
         importlib.import_module(f"scripts.{module}")
     return scripts
 
@@ -25,7 +25,7 @@ def _engine() -> Engine:
 
 def test_switch_baseline_weights_load_into_the_projector_network_and_back(tmp_path):
     scripts = _bundle("switch_us")
-    UNet2D, WeightsLoader = scripts.networks.UNet2D, scripts.handlers.WeightsLoader
+    UNet2D, WeightsLoader = scripts.networks.UNet2D, scripts.common.checkpoints.WeightsLoader
     torch.manual_seed(0)
     baseline = UNet2D(1, 2, projector=False)
     path = tmp_path / "bcp.pt"
@@ -57,14 +57,14 @@ def test_switch_projector_keys_are_strict_without_optional_prefixes(tmp_path):
     path = tmp_path / "bcp.pt"
     torch.save({"model": scripts.networks.UNet2D(1, 2, projector=False).state_dict()}, path)
     with pytest.raises(ValueError, match=r"missing 16 \(projector\.0\.weight"):
-        scripts.handlers.WeightsLoader(path, scripts.networks.UNet2D(1, 2, projector=True))()
+        scripts.common.checkpoints.WeightsLoader(path, scripts.networks.UNet2D(1, 2, projector=True))()
 
 
 @pytest.mark.parametrize("name", ["switch_us", "crossmatch_3d"])
 def test_bad_weights_stop_with_errors_that_name_the_problem(name, tmp_path):
     scripts = _bundle(name)
     net_cls = scripts.networks.UNet2D
-    loader = scripts.handlers.WeightsLoader
+    loader = scripts.common.checkpoints.WeightsLoader
     net = net_cls(1, 4) if name == "crossmatch_3d" else net_cls(1, 4, projector=False)
     before = {k: v.clone() for k, v in net.state_dict().items()}
 
@@ -98,7 +98,7 @@ def test_crossmatch_weights_round_trip(tmp_path):
     path = tmp_path / "model.pt"
     torch.save({"model": trained.state_dict()}, path)
     engine = _engine()
-    scripts.handlers.WeightsLoader(path, fresh).attach(engine)
+    scripts.common.checkpoints.WeightsLoader(path, fresh).attach(engine)
     engine.run([0], max_epochs=1)
     for k, v in trained.state_dict().items():
         assert torch.equal(fresh.state_dict()[k], v), k
