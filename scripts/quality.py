@@ -64,7 +64,8 @@ from cli_args import fire_cli
 REPO = Path(__file__).resolve().parents[1]
 logger = logging.getLogger("quality")
 
-# table columns: summary keys (a per-class key is ``<metric>_<class>``)
+# table columns: summary keys (a per-class key is ``<metric>_<class>``); "jaccard" is the IoU column of crossmatch_3d
+# runs written before both bundles named it "iou"
 METRICS = ("dice", "iou", "jaccard", "hd95", "asd")
 
 
@@ -106,7 +107,7 @@ PROTOCOLS: dict[str, Protocol] = {
             "switch": (),
         },
         budget={"pretrain_iterations": 1000, "selftrain_iterations": 400},
-        overrides={"image_size": "128", "batch_size": "4", "val_interval": "100", "num_workers": "0", "max_overlays": "4"},
+        overrides={"image_size": "128", "batch_size": "4", "val_interval": "100", "num_workers": "0", "max_pictures": "4"},
         supervised_total="selftrain_iterations",
     ),
     "acdc": Protocol(
@@ -228,7 +229,8 @@ def table_columns(results: Sequence[Mapping[str, float]]) -> list[str]:
     """Table columns: Dice and its per-class values (first-seen order), IoU (Jaccard), HD95 and ASD.
 
     The per-class values of the other metrics, the millimetre (``*_mm*``) and the pooled-HD95 variants stay in
-    ``quality.json``; Jaccard is shown in the ``iou`` column (the same quantity).
+    ``quality.json``. The bundles write the IoU as ``iou``; the ``jaccard`` of crossmatch_3d runs written before
+    that is shown in the same column (the same quantity).
     """
     keys = list(dict.fromkeys(k for r in results for k in r))
     cols = [k for k in keys if k == "dice"] + [k for k in keys if k.startswith("dice_") and "_mm" not in k]

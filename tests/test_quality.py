@@ -38,13 +38,13 @@ def test_table_columns_and_gain():
          "metrics": {"dice": 0.5, "dice_mm": 9.0, "jaccard": 0.4, "hd95": 12.0, "hd95_pooled": 1.0,
                      "dice_rv": 0.45, "dice_lv": 0.55, "hd95_rv": 3.0}},
         {"dataset": "acdc", "method": "crossmatch",
-         "metrics": {"dice": 0.5625, "jaccard": 0.45, "hd95": 8.0, "dice_rv": 0.5, "dice_lv": 0.625,
+         "metrics": {"dice": 0.5625, "iou": 0.45, "hd95": 8.0, "dice_rv": 0.5, "dice_lv": 0.625,
                      "hd95_rv": math.nan}},
     ]
     assert quality.table_columns([r["metrics"] for r in rows]) == ["dice", "dice_rv", "dice_lv", "iou", "hd95"]
     text = quality.markdown_table(rows).splitlines()
     assert text[0].startswith("| dataset | method | dice | dice_rv |") and text[0].endswith("| Dice gain |")
-    assert text[2] == "| acdc | supervised | 0.5000 | 0.4500 | 0.5500 | 0.4000 | 12.00 |  |"  # jaccard as iou
+    assert text[2] == "| acdc | supervised | 0.5000 | 0.4500 | 0.5500 | 0.4000 | 12.00 |  |"  # an older run's jaccard
     assert text[3] == "| acdc | crossmatch | 0.5625 | 0.5000 | 0.6250 | 0.4500 | 8.00 | +6.2 |"
 
 
@@ -55,10 +55,21 @@ def _finished(run_dir, dice):
     (run_dir / "FINISHED").touch()
 
 
-def _per_image(run_dir, dice_by_id):
+def _per_image(run_dir, dice_by_id, item="image"):
+    """A per-item metrics file as the bundles' ``SegmentationReport`` writes it (switch_us: images, crossmatch_3d:
+    volumes)."""
     (run_dir / "evaluation").mkdir(parents=True, exist_ok=True)
     lines = ["id,dice,iou"] + [f"{k},{'nan' if v is None else v},0" for k, v in dice_by_id.items()]
-    (run_dir / "evaluation" / "metrics_per_image.csv").write_text("\n".join(lines) + "\n")
+    (run_dir / "evaluation" / f"metrics_per_{item}.csv").write_text("\n".join(lines) + "\n")
+
+
+def test_per_item_dice_of_images_and_volumes(tmp_path):
+    _per_image(tmp_path / "switch", {"img1": 0.5, "img2": None})
+    _per_image(tmp_path / "crossmatch", {"case1": 0.75}, item="volume")
+    switch = quality.read_per_item_dice(tmp_path / "switch")
+    assert switch["img1"] == 0.5 and math.isnan(switch["img2"]) and len(switch) == 2
+    assert quality.read_per_item_dice(tmp_path / "crossmatch") == {"case1": 0.75}
+    assert quality.read_per_item_dice(tmp_path / "none") == {}
 
 
 def test_paired_gain_pairs_images_scored_by_both_runs(tmp_path):
