@@ -76,7 +76,7 @@ def main(
     if data is not None:
         parser["dataset_dir"] = data
     parser.get_parsed_content("initialize")
-    from scripts.utils import resolve_amp_dtype
+    from scripts.common.runtime import resolve_amp_dtype
 
     if variant == "amp" and resolve_amp_dtype(parser.get_parsed_content("device"), True) is None:
         raise SystemExit("--variant amp needs native bf16 (AVX512-BF16 or AMX) or CUDA: here it would run fp32.")

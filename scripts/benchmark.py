@@ -237,7 +237,7 @@ def _build(workflow: str, setting: str, precision: str, device: str | None, thre
     torch.set_num_threads(int(threads))
     torch.manual_seed(0)
     _import_bundle(WORKFLOWS[workflow][0])
-    importlib.import_module("scripts.utils").keep_freed_memory(bool(keep_freed_memory))
+    importlib.import_module("scripts.common.runtime").keep_freed_memory(bool(keep_freed_memory))
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     cfg = SETTINGS[workflow][setting]
     amp = precision == "amp"

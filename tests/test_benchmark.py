@@ -138,7 +138,7 @@ _FAULTS = """
 import resource, sys
 import torch
 sys.path.insert(0, sys.argv[1])
-from scripts.utils import keep_freed_memory
+from scripts.common.runtime import keep_freed_memory
 
 def faults():  # minor page faults of three 64 MiB tensors, each filled and freed
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
