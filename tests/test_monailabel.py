@@ -90,7 +90,7 @@ CASES = {
         name="switch_us",
         dimension=2,
         tiny={"image_size": 64, "batch_size": 2, "pretrain_iterations": 6, "selftrain_iterations": 6,
-              "val_interval": 6, "num_workers": 0, "log_interval": 3, "max_overlays": 2},
+              "val_interval": 6, "num_workers": 0, "log_interval": 3, "max_pictures": 2},
         # one epoch (= val_interval iterations) crosses from pre-training to self-training
         serve={"val_interval": 4, "pretrain_iterations": 2, "selftrain_iterations": 2},
     ),
@@ -99,7 +99,7 @@ CASES = {
         dimension=3,
         tiny={"num_workers": 0, "batch_size": 1, "labeled_batch_size": 1, "unlabeled_batch_size": 1,
               "max_iterations": 4, "iterations": 4, "pretrain_iterations": 2, "val_interval": 2, "epoch_length": 2,
-              "log_interval": 1, "max_overlays": 1, "cache_rate": 0.0},
+              "log_interval": 1, "max_pictures": 1, "cache_rate": 0.0},
         labelled=2,
         val_split=0.5,
     ),

@@ -18,7 +18,7 @@ from conftest import BUNDLES, kill_mid_run, run_bundle
 pytestmark = pytest.mark.slow
 
 SWITCH_TINY = ("--image_size", "64", "--batch_size", "2", "--pretrain_iterations", "4", "--selftrain_iterations", "4",
-               "--val_interval", "4", "--num_workers", "0", "--log_interval", "2", "--max_overlays", "1")
+               "--val_interval", "4", "--num_workers", "0", "--log_interval", "2", "--max_pictures", "1")
 CM_TINY = ("--max_iterations", "6", "--val_interval", "3", "--num_workers", "0", "--log_interval", "1",
            "--max_pictures", "1", "--batch_size", "1")
 

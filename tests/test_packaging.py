@@ -28,7 +28,7 @@ PACKAGE = REPO / "scripts" / "package_bundle.py"
 VERIFY = REPO / "scripts" / "verify_bundle.py"
 RUN_OUTPUTS = ("runs", "data", "models", "eval", "predictions", "__pycache__", "mlruns")
 TINY = ("--image_size", "64", "--batch_size", "2", "--pretrain_iterations", "4", "--selftrain_iterations", "4",
-        "--val_interval", "4", "--num_workers", "0", "--log_interval", "2", "--max_overlays", "1")
+        "--val_interval", "4", "--num_workers", "0", "--log_interval", "2", "--max_pictures", "1")
 
 
 def _bundle_ready(name: str) -> bool:
@@ -127,7 +127,7 @@ def test_packaging_is_deterministic_and_leaves_run_outputs_out(switch_scratch, t
     assert all(n.startswith("switch_us/") for n in names)
     assert len({i.date_time for i in infos}) == 1
     for rel in ("configs/metadata.json", "configs/inference.yaml", "LICENSE", "docs/README.md",
-                "scripts/__init__.py", "models/model.pt"):
+                "scripts/__init__.py", "scripts/common/__init__.py", "scripts/common/runtime.py", "models/model.pt"):
         assert f"switch_us/{rel}" in names
     for rel in junk:
         assert f"switch_us/{rel}" not in names
