@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import torch
 from monai.utils import IgniteInfo, min_version, optional_import
 
-from .common.checkpoints import atomic_save, unwrap
+from .common.checkpoints import atomic_save, model_record
 from .common.runtime import is_main_process
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
@@ -42,6 +42,8 @@ class ModelCheckpoint:
         metric_name: the validator metric to maximise.
         filename: the final weights.
         best_filename: the best-validation weights.
+        settings: what the model needs at inference (task, input size, classes...), recorded in both weights files
+            (:func:`scripts.common.checkpoints.model_record`).
     """
 
     def __init__(
@@ -52,8 +54,10 @@ class ModelCheckpoint:
         metric_name: str = "val_mean_dice",
         filename: str = "model.pt",
         best_filename: str = "model_best.pt",
+        settings: dict | None = None,
     ) -> None:
         self.validator = validator
+        self.settings = dict(settings) if settings else None
         self.network = network
         self.save_dir = Path(save_dir)
         self.metric_name = metric_name
@@ -79,7 +83,7 @@ class ModelCheckpoint:
             return
         self.best = {"value": float(value), "iteration": int(self._trainer.state.iteration)}
         if is_main_process():
-            atomic_save({"model": unwrap(self.network).state_dict()}, self.save_dir / self.best_filename)
+            atomic_save(model_record(self.network, self.settings), self.save_dir / self.best_filename)
         self.logger.info(
             f"new best {self.metric_name} {value:.4f} at iteration {self._trainer.state.iteration}: "
             f"saved {self.save_dir / self.best_filename}"
@@ -87,7 +91,7 @@ class ModelCheckpoint:
 
     def completed(self, engine: Engine) -> None:
         if is_main_process():
-            atomic_save({"model": unwrap(self.network).state_dict()}, self.save_dir / self.filename)
+            atomic_save(model_record(self.network, self.settings), self.save_dir / self.filename)
             self.logger.info(
                 f"final weights saved to {self.save_dir / self.filename}"
                 + (

@@ -16,7 +16,7 @@ import torch
 from monai.utils import IgniteInfo, min_version, optional_import
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from .common.checkpoints import atomic_save, unwrap
+from .common.checkpoints import atomic_save, model_record, unwrap
 from .common.keys import FDS_LABELED, FDS_UNLABELED, UNLABELED, StageEvents
 from .common.runtime import is_main_process
 from .transforms import amplitude_swap
@@ -146,6 +146,8 @@ class ModelCheckpoint:
         pretrain_filename: weights of the pre-training stage.
         keep_best_stage: make ``model.pt`` the better-validated of the two stages' best weights (default: the
             self-training stage's, as published).
+        settings: what the model needs at inference (input size, classes...), recorded in every weights file
+            (:func:`scripts.common.checkpoints.model_record`).
     """
 
     def __init__(
@@ -158,8 +160,10 @@ class ModelCheckpoint:
         filename: str = "model.pt",
         pretrain_filename: str = "model_pretrain.pt",
         keep_best_stage: bool = False,
+        settings: dict | None = None,
     ) -> None:
         self.validator = validator
+        self.settings = dict(settings) if settings else None
         self.network = network
         self.optimizer = optimizer
         self.save_dir = Path(save_dir)
@@ -194,7 +198,7 @@ class ModelCheckpoint:
         self.best[stage] = {"value": float(value), "iteration": int(trainer.state.iteration)}
         net = unwrap(self.network)
         if is_main_process():
-            atomic_save({"model": net.state_dict()}, self.save_dir / self.filenames[stage])
+            atomic_save(model_record(net, self.settings), self.save_dir / self.filenames[stage])
         if stage == "pretrain":
             self._pretrain_state = {
                 "model": copy.deepcopy(net.state_dict()),
@@ -230,7 +234,7 @@ class ModelCheckpoint:
         if not final.exists() and pre.exists():
             atomic_save(torch.load(pre, map_location="cpu", weights_only=True), final)
         elif not final.exists():
-            atomic_save({"model": unwrap(self.network).state_dict()}, final)
+            atomic_save(model_record(self.network, self.settings), final)
             self.logger.warning(f"no validation metric was recorded: saved the last weights as {final}.")
         self._compare_stages(final, pre)
 

@@ -13,6 +13,7 @@ from typing import Any
 __all__ = [
     "DataError",
     "MissingWeightsError",
+    "SettingsMismatchError",
     "TRACEBACK_ENV",
     "WeightsError",
     "error_summary",
@@ -35,6 +36,12 @@ class MissingWeightsError(FileNotFoundError):
 
 class WeightsError(ValueError):
     """A ``ckpt_path`` that is not a readable weights file or does not fit the config's network."""
+
+    brief_report = True
+
+
+class SettingsMismatchError(ValueError):
+    """A setting of this run (input size, classes, ...) contradicts the one the model was trained with."""
 
     brief_report = True
 

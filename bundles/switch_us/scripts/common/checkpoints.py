@@ -5,9 +5,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import datetime
+import json
 import logging
 import os
 import random
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,7 +20,7 @@ import numpy as np
 import torch
 from monai.utils import IgniteInfo, min_version, optional_import
 
-from .errors import MissingWeightsError, WeightsError
+from .errors import MissingWeightsError, SettingsMismatchError, WeightsError
 from .runtime import is_main_process
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
@@ -27,7 +31,21 @@ else:
         "ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine", as_type="decorator"
     )
 
-__all__ = ["ResumeCheckpoint", "WeightsLoader", "atomic_save", "unwrap"]
+__all__ = [
+    "SETTINGS_KEY",
+    "ResumeCheckpoint",
+    "WeightsLoader",
+    "atomic_save",
+    "bundle_version",
+    "check_settings",
+    "model_record",
+    "publish_model",
+    "read_settings",
+    "unwrap",
+]
+
+SETTINGS_KEY = "settings"
+"""The entry of a weights file (``{"model": state_dict, "settings": {...}}``) that records how the model was trained."""
 
 def unwrap(network: torch.nn.Module) -> torch.nn.Module:
     """The module inside a DistributedDataParallel/DataParallel wrapper, else the network itself."""
@@ -194,3 +212,133 @@ class ResumeCheckpoint:
         np.random.set_state(rng["numpy"])
         random.setstate(rng["python"])
         self.logger.info(f"resumed from {self.path} at epoch {engine.state.epoch}, iteration {engine.state.iteration}.")
+
+
+def bundle_version(bundle_root: str | os.PathLike) -> str:
+    """The ``version`` of the bundle's ``configs/metadata.json`` (``"unknown"`` when it cannot be read)."""
+    try:
+        return str(json.loads((Path(bundle_root) / "configs" / "metadata.json").read_text())["version"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return "unknown"
+
+
+def model_record(network: torch.nn.Module, settings: dict | None = None) -> dict:
+    """The content of a bundle weights file: ``{"model": state_dict}`` plus the model's ``settings`` when given.
+
+    ``settings`` holds what the model needs at inference (input size, classes and their names, channels, intensity
+    scaling, the bundle and its version): evaluation and inference read them back (:func:`read_settings`).
+    """
+    record: dict[str, Any] = {"model": unwrap(network).state_dict()}
+    if settings:
+        record[SETTINGS_KEY] = json.loads(json.dumps(dict(settings), default=_plain_value))
+    return record
+
+
+def _plain_value(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    if isinstance(value, (tuple, set)):
+        return list(value)
+    if hasattr(value, "item"):
+        return value.item()
+    return str(value)
+
+
+def read_settings(path: str | os.PathLike) -> dict:
+    """The settings recorded in a weights file (``{}`` for a missing file, or weights saved without settings)."""
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise WeightsError(f"ckpt_path = {path} is not a readable PyTorch weights file ({e}).") from e
+    settings = state.get(SETTINGS_KEY) if isinstance(state, dict) else None
+    return dict(settings) if isinstance(settings, dict) else {}
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+        return float(a) == float(b)
+    return a == b
+
+
+def check_settings(ckpt_path: str | os.PathLike, current: dict, allow_mismatch: bool = False) -> dict:
+    """Refuse settings of this run that contradict those the weights in ``ckpt_path`` were trained with.
+
+    Evaluation and inference configs read their input size and classes from the weights (:func:`read_settings`),
+    so a mismatch means the user set one explicitly (``--image_size 256`` for a model trained at 128 px would
+    silently give a far lower Dice). Keys the weights do not record are not compared.
+
+    Args:
+        ckpt_path: the weights file.
+        current: this run's values, by setting name.
+        allow_mismatch: only warn (the config key ``allow_settings_mismatch``), for a user who means it.
+
+    Returns:
+        the recorded settings.
+
+    Raises:
+        SettingsMismatchError: a value differs, naming both values and how to go on.
+    """
+    trained = read_settings(ckpt_path)
+    diffs = [f"{k}: the model was trained with {trained[k]!r}, this run sets {v!r}"
+             for k, v in current.items() if k in trained and not _same(trained[k], v)]
+    if diffs:
+        text = f"the settings of this run contradict those recorded in {ckpt_path}: {'; '.join(diffs)}"
+        if not allow_mismatch:
+            raise SettingsMismatchError(
+                f"{text}. Run with the recorded values (leave those options out where the config reads them from the "
+                "weights), or pass --allow_settings_mismatch True if you mean it."
+            )
+        logging.getLogger(__name__).warning(f"{text} (allow_settings_mismatch is set).")
+    return trained
+
+
+def publish_model(ckpt_path: str | os.PathLike, models_dir: str | os.PathLike, run_dir: str | os.PathLike,
+                  publish: bool = True) -> Path | None:
+    """Make a finished run's weights the bundle's model, ``<models_dir>/model.pt``, never losing the previous one.
+
+    Called at the end of a training workflow, after the test evaluation: the run's own weights stay in its run
+    folder, ``model.pt`` is replaced by a copy, and the model it replaces moves to ``<models_dir>/previous/``
+    (``model_<date>_<run>.pt``). ``model.json`` beside it says which run the model came from. Only the main
+    process publishes.
+
+    Args:
+        ckpt_path: the run's deployable weights.
+        models_dir: the bundle's ``models/`` folder.
+        run_dir: the run folder (recorded in ``model.json``).
+        publish: False leaves ``models/`` as it is (the config key ``publish_model``; quick or trial runs).
+
+    Returns:
+        the published file, or None when nothing was published.
+    """
+    log = logging.getLogger(__name__)
+    if not publish:
+        log.info(f"the run's model stays in {ckpt_path}; models/model.pt was left as it is (publish_model: false).")
+        return None
+    if not is_main_process():
+        return None
+    src, models = Path(ckpt_path), Path(models_dir)
+    target, info = models / "model.pt", models / "model.json"
+    models.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    if target.is_file():
+        previous = {}
+        with contextlib.suppress(OSError, ValueError):
+            previous = json.loads(info.read_text())
+        old_run = Path(str(previous.get("run_dir", "unknown"))).name or "unknown"
+        keep = models / "previous" / f"model_{now}_{old_run}.pt"
+        keep.parent.mkdir(exist_ok=True)
+        os.replace(target, keep)
+        log.info(f"the previous models/model.pt (from run {old_run}) is kept as {keep}.")
+    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, target)
+    record = {"source": str(src.resolve()), "run_dir": str(Path(run_dir).resolve()), "published": now,
+              "settings": read_settings(target)}
+    info.write_text(json.dumps(record, indent=2) + "\n")
+    log.info(f"models/model.pt is now the model of run {Path(run_dir).name} ({src}); its provenance: {info}.")
+    return target
