@@ -106,6 +106,115 @@ def _snapshot(folder: Path) -> dict[str, str] | None:
 # small sources
 # ---------------------------------------------------------------------------------------------
 
+# ---------------------------------------------------------------------------------------------
+# the bundles (python -m monai.bundle run), on a copy of the bundle's code and configs
+# ---------------------------------------------------------------------------------------------
+
+BUNDLES = REPO / "bundles"
+
+
+class BundleRunError(Exception):
+    """A ``monai.bundle run`` that stopped with an error: its message is what the run printed on stderr."""
+
+
+def _bundle_copy(tmp: Path, bundle: str) -> Path:
+    """The bundle's code and configs (no data, runs or models) in a folder of the test's own."""
+    import shutil
+
+    root = tmp / bundle
+    for part in ("configs", "scripts"):
+        shutil.copytree(BUNDLES / bundle / part, root / part, ignore=shutil.ignore_patterns("__pycache__"))
+    return root
+
+
+def _bundle_run(root: Path, configs: list[str], *args: object) -> Callable[[], object]:
+    """``python -m monai.bundle run`` in ``root``; raise :class:`BundleRunError` with its stderr when it fails."""
+
+    def run() -> None:
+        import os
+
+        env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+        env.pop("SSL_BUNDLES_TRACEBACK", None)
+        proc = subprocess.run(
+            [sys.executable, "-m", "monai.bundle", "run", "--config_file", repr(configs), *map(str, args)],
+            cwd=root, capture_output=True, text=True, timeout=300, env=env,
+        )
+        assert "Traceback" not in proc.stderr, proc.stderr
+        if proc.returncode != 0:  # the report starts at "<Error>: ..." (MONAI warns about config trust before it)
+            lines = proc.stderr.strip().splitlines()
+            start = next((i for i, line in enumerate(lines) if re.match(r"\w+(Error|Exception): ", line)), 0)
+            raise BundleRunError("\n".join(lines[start:]))
+
+    return run
+
+
+def _fake_model(root: Path, settings: dict) -> None:
+    """A ``models/model.pt`` that records ``settings`` (its weights are never loaded by a refused run)."""
+    import torch
+
+    (root / "models").mkdir()
+    torch.save({"model": {}, "settings": settings}, root / "models" / "model.pt")
+
+
+def _run_name_outside(bundle: str) -> Callable[[Path], Trial]:
+    def setup(tmp: Path) -> Trial:
+        root = _bundle_copy(tmp, bundle)
+        configs = ["configs/train.yaml", "configs/demo.yaml"]
+        return Trial(_bundle_run(root, configs, "--run_name", "../../escape"), (tmp,))
+
+    return setup
+
+
+def _inference_run_name_outside(bundle: str) -> Callable[[Path], Trial]:
+    def setup(tmp: Path) -> Trial:
+        root = _bundle_copy(tmp, bundle)
+        return Trial(_bundle_run(root, ["configs/inference.yaml"], "--run_name", "a/b"), (tmp,))
+
+    return setup
+
+
+def _evaluate_contradicts_model(bundle: str) -> Callable[[Path], Trial]:
+    """The README's evaluation command with a size other than the model's (the demo trains at 128 px / 48x48x32)."""
+
+    def setup(tmp: Path) -> Trial:
+        root = _bundle_copy(tmp, bundle)
+        if bundle == "switch_us":
+            _fake_model(root, {"bundle": bundle, "image_size": 128, "num_classes": 2})
+            option = ("--image_size", 256)
+        else:
+            _fake_model(root, {"bundle": bundle, "task": "la", "num_classes": 2, "roi_size": [48, 48, 32]})
+            option = ("--roi_size", "[112,112,80]")
+        return Trial(_bundle_run(root, ["configs/train.yaml", "configs/evaluate.yaml"], *option), (tmp,))
+
+    return setup
+
+
+def _inference_contradicts_model(bundle: str) -> Callable[[Path], Trial]:
+    def setup(tmp: Path) -> Trial:
+        root = _bundle_copy(tmp, bundle)
+        _fake_model(root, {"bundle": bundle, "num_classes": 3})
+        return Trial(_bundle_run(root, ["configs/inference.yaml"], "--num_classes", 2), (tmp,))
+
+    return setup
+
+
+BUNDLE_CASES = [
+    case
+    for bundle in ("switch_us", "crossmatch_3d")
+    for case in (
+        Case(f"{bundle}-run-name-outside-runs", _run_name_outside(bundle),
+             r"RunNameError: run_name '\.\./\.\./escape' is not a plain folder name", BundleRunError),
+        Case(f"{bundle}-inference-run-name-with-separator", _inference_run_name_outside(bundle),
+             r"RunNameError: run_name 'a/b' is not a plain folder name", BundleRunError),
+        Case(f"{bundle}-evaluate-size-contradicts-model", _evaluate_contradicts_model(bundle),
+             r"SettingsMismatchError: .*(image_size: the model was trained with 128, this run sets 256"
+             r"|roi_size: the model was trained with \[48, 48, 32\], this run sets \[112, 112, 80\])", BundleRunError),
+        Case(f"{bundle}-inference-classes-contradict-model", _inference_contradicts_model(bundle),
+             r"SettingsMismatchError: .*num_classes: the model was trained with 3, this run sets 2", BundleRunError),
+    )
+]
+
+
 LA_CASES = ["A0", "A1", "A2", "A3", "B0"]
 
 
@@ -383,6 +492,7 @@ CASES = [
     Case("la-list-not-text", _la_list_not_text, r"test\.list: list file is not a text file"),
     Case("hc18-csv-not-text", _hc18_csv_not_text, r"pixel_size_and_HC\.csv: pixel size csv is not a text file"),
     Case("msd-id-not-a-file-name", _msd_id_not_a_file_name, r"cannot derive an output file name from '\.'"),
+    *BUNDLE_CASES,
 ]
 
 

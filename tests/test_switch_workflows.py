@@ -19,7 +19,7 @@ from PIL import Image
 pytestmark = pytest.mark.slow
 
 TINY = ("--image_size", "64", "--batch_size", "2", "--pretrain_iterations", "6", "--selftrain_iterations", "6",
-        "--val_interval", "6", "--num_workers", "0", "--log_interval", "3", "--max_overlays", "2")
+        "--val_interval", "6", "--num_workers", "0", "--log_interval", "3", "--max_pictures", "2")
 
 
 def _copy_bundle(dst_root: Path) -> Path:
@@ -54,13 +54,24 @@ def test_demo_trains_and_reaches_the_target(demo_bundle):
     rows = (run / "evaluation" / "metrics_per_image.csv").read_text().strip().splitlines()
     n_test = len(json.loads((demo_bundle / "data" / "phantom_us" / "datalist.json").read_text())["test"])
     assert len(rows) == n_test + 1
-    assert list((run / "evaluation" / "overlays").glob("*.png"))
+    assert list((run / "evaluation" / "pictures").glob("*.png"))
 
 
 def test_evaluate_and_inference_from_the_bundle_copy(demo_bundle):
     out = _ok(run_bundle(demo_bundle, ["configs/train.yaml", "configs/demo.yaml", "configs/evaluate.yaml"]))
     summary = json.loads((demo_bundle / "runs" / "evaluate" / "evaluation" / "metrics_summary.json").read_text())
     assert "dice" in json.dumps(summary) and "evaluation" in out
+
+    # the model card's evaluation command, without the demo overlay: the model's settings (128 px) travel with it
+    demo = json.loads((demo_bundle / "runs" / "demo" / "evaluation" / "metrics_summary.json").read_text())
+    assert json.loads((demo_bundle / "models" / "model.json").read_text())["settings"]["image_size"] == 128
+    _ok(run_bundle(demo_bundle, ["configs/train.yaml", "configs/evaluate.yaml"], "--run_name", "card_evaluate"))
+    card = json.loads((demo_bundle / "runs" / "card_evaluate" / "evaluation" / "metrics_summary.json").read_text())
+    assert card["metrics"]["dice"]["mean"] == pytest.approx(demo["metrics"]["dice"]["mean"], abs=1e-6)
+    refused = run_bundle(demo_bundle, ["configs/train.yaml", "configs/evaluate.yaml"], "--image_size", "256",
+                         "--run_name", "refused")
+    assert refused.returncode != 0 and "the model was trained with 128, this run sets 256" in refused.stderr
+    assert not (demo_bundle / "runs" / "refused").exists()
     images = sorted((demo_bundle / "data" / "phantom_us" / "images").glob("*.png"))[:3]
     _ok(run_bundle(demo_bundle, ["configs/inference.yaml"], "--input", json.dumps([str(p) for p in images]),
                    "--save_probabilities", "True"))

@@ -48,7 +48,7 @@ RUNNING_MARKER = "RUNNING"
 class RunFolderBusyError(RuntimeError):
     """Another live process is writing to the run folder this run would use."""
 
-    brief_report = True  # ``monai.bundle run`` shows its message without a traceback (scripts.utils.error_summary)
+    brief_report = True  # ``monai.bundle run`` shows its message without a traceback (.errors.error_summary)
 
 
 class RunNameError(ValueError):

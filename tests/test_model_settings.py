@@ -1,0 +1,78 @@
+# Copyright (c) 2026 ssl-monai-bundles contributors
+# SPDX-License-Identifier: Apache-2.0
+"""A model remembers how it was trained (scripts.common.checkpoints): recorded settings, their check, publishing."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import import_bundle
+
+import_bundle("switch_us")
+from scripts.common.checkpoints import (  # noqa: E402
+    WeightsLoader,
+    bundle_version,
+    check_settings,
+    model_record,
+    publish_model,
+    read_settings,
+)
+from scripts.common.errors import SettingsMismatchError  # noqa: E402
+from scripts.networks import UNet2D  # noqa: E402
+
+SETTINGS = {"bundle": "switch_us", "image_size": 128, "num_classes": 2, "class_names": ["background", "lesion"]}
+
+
+def _weights(path, settings=SETTINGS, seed=0):
+    torch.manual_seed(seed)
+    net = UNet2D(1, 2)
+    torch.save(model_record(net, settings), path)
+    return net
+
+
+def test_settings_travel_with_the_weights_and_the_weights_still_load(tmp_path):
+    path = tmp_path / "model.pt"
+    net = _weights(path, {**SETTINGS, "roi_size": (48, 48, 32), "scale": torch.tensor(0.5)})
+    settings = read_settings(path)
+    assert settings["image_size"] == 128 and settings["roi_size"] == [48, 48, 32] and settings["scale"] == 0.5
+    fresh = UNet2D(1, 2)
+    WeightsLoader(path, fresh)()
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), fresh.state_dict().values()))
+    assert read_settings(tmp_path / "absent.pt") == {}
+    torch.save({"model": net.state_dict()}, tmp_path / "old.pt")  # weights written before settings were recorded
+    assert read_settings(tmp_path / "old.pt") == {}
+    assert bundle_version(tmp_path) == "unknown"
+
+
+def test_a_contradicting_setting_is_refused_with_both_values(tmp_path):
+    path = tmp_path / "model.pt"
+    _weights(path)
+    assert check_settings(path, {"image_size": 128, "num_classes": 2.0, "class_names": ("background", "lesion"),
+                                 "not_recorded": 7})["image_size"] == 128
+    with pytest.raises(SettingsMismatchError, match="image_size: the model was trained with 128, this run sets 256"):
+        check_settings(path, {"image_size": 256})
+    assert getattr(SettingsMismatchError, "brief_report", False)
+    assert check_settings(path, {"image_size": 256}, allow_mismatch=True)["image_size"] == 128
+    assert check_settings(tmp_path / "absent.pt", {"image_size": 256}) == {}
+
+
+def test_publishing_keeps_the_previous_model_and_names_the_run(tmp_path):
+    models = tmp_path / "models"
+    first, second = tmp_path / "runs" / "good" / "model.pt", tmp_path / "runs" / "trial" / "model.pt"
+    first.parent.mkdir(parents=True)
+    second.parent.mkdir(parents=True)
+    _weights(first, seed=1)
+    _weights(second, {**SETTINGS, "image_size": 64}, seed=2)
+    assert publish_model(first, models, first.parent) == models / "model.pt"
+    assert json.loads((models / "model.json").read_text())["run_dir"].endswith("good")
+    good_bytes = (models / "model.pt").read_bytes()
+    assert publish_model(second, models, second.parent, publish=False) is None
+    assert (models / "model.pt").read_bytes() == good_bytes and not (models / "previous").exists()
+    publish_model(second, models, second.parent)
+    info = json.loads((models / "model.json").read_text())
+    assert info["run_dir"].endswith("trial") and info["settings"]["image_size"] == 64
+    kept = list((models / "previous").glob("model_*_good.pt"))
+    assert len(kept) == 1 and kept[0].read_bytes() == good_bytes
+    assert read_settings(models / "model.pt")["image_size"] == 64
