@@ -1,6 +1,6 @@
 # Copyright (c) 2026 ssl-monai-bundles contributors
 # SPDX-License-Identifier: Apache-2.0
-"""The maths of CrossMatch (ALGORITHMS.md section 2): networks, feature perturbation, masked Dice, CutMix boxes,
+"""The maths of CrossMatch (docs/methods.md section 4): networks, feature perturbation, masked Dice, CutMix boxes,
 inferers, schedules, phantoms and transforms of ``bundles/crossmatch_3d``."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 # Copyright (c) 2026 ssl-monai-bundles contributors
 # SPDX-License-Identifier: Apache-2.0
-"""The maths of Switch, BCP and the supervised baseline (ALGORITHMS.md section 1)."""
+"""The maths of Switch, BCP and the supervised baseline (docs/methods.md 1.10)."""
 
 from __future__ import annotations
 
