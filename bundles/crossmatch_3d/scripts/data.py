@@ -139,8 +139,8 @@ def _spatial(arr: np.ndarray, path: Path, what: str, spatial_dims: int) -> np.nd
     raise DataError(f"{what} has {arr.ndim} dimensions (shape {arr.shape}); expected a {spatial_dims}D volume: {path}")
 
 
-def _check_item(item: dict, split: str, num_classes: int, spatial_dims: int) -> None:
-    """Read one datalist item's volumes and check them (:func:`check_datalist`)."""
+def _check_item(item: dict, split: str, num_classes: int, spatial_dims: int) -> np.ndarray | None:
+    """Read one datalist item's volumes and check them (:func:`check_datalist`); the label's values."""
     img_path = Path(item["image"])
     what = f"{split} image"
     img = _spatial(_read_volume(img_path, what), img_path, what, spatial_dims)
@@ -148,10 +148,11 @@ def _check_item(item: dict, split: str, num_classes: int, spatial_dims: int) -> 
         raise DataError(f"{what} has data type {img.dtype}; expected numbers: {img_path}")
     if np.issubdtype(img.dtype, np.inexact) and not np.isfinite(img).all():
         raise DataError(f"{what} contains NaN or infinite values: {img_path}")
+    _datalist.check_image_content(img, img_path, what, img.shape)
     shape = img.shape
     del img  # keep memory bounded: one volume at a time
     if not isinstance(item.get("label"), str):
-        return
+        return None
     lab_path = Path(item["label"])
     what = f"{split} label"
     raw = _read_volume(lab_path, what)
@@ -173,6 +174,7 @@ def _check_item(item: dict, split: str, num_classes: int, spatial_dims: int) -> 
             f"{what} has values {bad[:8].tolist()} outside the declared classes 0..{num_classes - 1} (labels must be "
             f"integer class indices; prepare 0/255 masks with scripts/prepare_data.py): {lab_path}"
         )
+    return values
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -186,6 +188,7 @@ def check_datalist(
     spatial_dims: int = 3,
     required: Sequence[str] = ("labeled",),
     check_files: bool = True,
+    class_names: Sequence[str] | None = None,
 ) -> dict:
     """Check a datalist and the volumes it names; return the parsed JSON.
 
@@ -201,7 +204,8 @@ def check_datalist(
         DataError: naming the file and the problem.
     """
     return _datalist.check_datalist(datalist_file, _check_item, num_classes=num_classes, spatial_dims=spatial_dims,
-                                    required=required, check_files=check_files, prepare_hint=_PREPARE)
+                                    required=required, check_files=check_files, prepare_hint=_PREPARE,
+                                    class_names=class_names)
 
 
 def load_datalist(
@@ -213,6 +217,7 @@ def load_datalist(
     phantom_kind: str = "la",
     check_files: bool = True,
     limit: int | None = None,
+    class_names: Sequence[str] | None = None,
 ) -> list[dict]:
     """The ``key`` list of the dataset in ``dataset_dir``, with absolute paths, after checking the whole datalist.
 
@@ -228,6 +233,7 @@ def load_datalist(
         phantom_kind: ``la`` (3D atrium-like volumes) or ``acdc`` (cardiac-like stacks), for ``generate_phantom``.
         check_files: read and check every volume once (cached); False checks the JSON only.
         limit: keep only the first ``limit`` items (quick runs).
+        class_names: the classes' names, for the warning about a declared class that no label holds.
     """
     if generate_phantom:
         from .phantom import ensure_phantom_dataset  # noqa: PLC0415
@@ -235,11 +241,12 @@ def load_datalist(
         ensure_phantom_dataset(dataset_dir, kind=phantom_kind)
     return _datalist.load_datalist(datalist_file or os.path.join(dataset_dir, "datalist.json"), key, _check_item,
                                    num_classes=num_classes, spatial_dims=3, check_files=check_files, limit=limit,
-                                   prepare_hint=_PREPARE)
+                                   prepare_hint=_PREPARE, class_names=class_names)
 
 
 def load_datalists(dataset_dir: str, num_classes: int = 2, generate_phantom: bool = False, phantom_kind: str = "la",
-                   keys: Sequence[str] = _datalist.SPLITS, limits: dict | None = None) -> dict[str, list[dict]]:
+                   keys: Sequence[str] = _datalist.SPLITS, limits: dict | None = None,
+                   class_names: Sequence[str] | None = None) -> dict[str, list[dict]]:
     """Every list of the dataset in ``dataset_dir`` (``{key: items}``), checked once: the configs' ``datalists``.
 
     Args:
@@ -249,9 +256,11 @@ def load_datalists(dataset_dir: str, num_classes: int = 2, generate_phantom: boo
         phantom_kind: ``la`` or ``acdc``, for ``generate_phantom``.
         keys: the lists to load (an absent or empty one gives ``[]``).
         limits: ``{key: n}`` keeps only the first ``n`` items of a list (quick runs).
+        class_names: the classes' names, for the warning about a declared class that no label holds.
     """
     return _datalist.load_datalists(load_datalist, keys, limits, dataset_dir=dataset_dir, num_classes=num_classes,
-                                    generate_phantom=generate_phantom, phantom_kind=phantom_kind)
+                                    generate_phantom=generate_phantom, phantom_kind=phantom_kind,
+                                    class_names=class_names)
 
 
 def list_volumes(inputs: str | os.PathLike | Sequence[str | os.PathLike], output_keys: str = "image") -> list[dict]:

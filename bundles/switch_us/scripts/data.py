@@ -53,8 +53,8 @@ def _read_2d(path: Path, what: str) -> np.ndarray:
     return arr
 
 
-def _check_item(item: dict, split: str, num_classes: int, spatial_dims: int = 2) -> None:
-    """Read one datalist item's image (and label) and check them (:func:`check_datalist`)."""
+def _check_item(item: dict, split: str, num_classes: int, spatial_dims: int = 2) -> np.ndarray | None:
+    """Read one datalist item's image (and label) and check them (:func:`check_datalist`); the label's values."""
     img_path = Path(item["image"])
     img = _read_2d(img_path, f"{split} image")
     if img.ndim == 3 and img.shape[-1] not in (1, 3, 4):
@@ -66,8 +66,9 @@ def _check_item(item: dict, split: str, num_classes: int, spatial_dims: int = 2)
         raise DataError(f"{split} image has {img.ndim} dimensions (shape {img.shape}); expected a 2D image: {img_path}")
     if np.issubdtype(img.dtype, np.floating) and not np.isfinite(img).all():
         raise DataError(f"{split} image contains NaN or infinite values: {img_path}")
+    _datalist.check_image_content(img, img_path, f"{split} image", img.shape[:2])
     if "label" not in item:
-        return
+        return None
     lab_path = Path(item["label"])
     lab = _read_2d(lab_path, f"{split} label")
     if lab.ndim == 3 and lab.shape[-1] in (3, 4):
@@ -85,10 +86,11 @@ def _check_item(item: dict, split: str, num_classes: int, spatial_dims: int = 2)
             f"{split} label has values {bad[:8].tolist()} outside the declared classes 0..{num_classes - 1}: {lab_path}"
             " (labels must be class indices; prepare 0/255 masks with scripts/prepare_data.py)"
         )
+    return values
 
 
 def check_datalist(datalist_file: str | os.PathLike, num_classes: int = 2, required: Sequence[str] = ("labeled",),
-                   check_files: bool = True) -> dict:
+                   check_files: bool = True, class_names: Sequence[str] | None = None) -> dict:
     """Check a datalist and the images it names; return the parsed JSON.
 
     Checks (:func:`scripts.common.datalist.check_datalist`): valid JSON, the required lists present and non-empty,
@@ -99,7 +101,7 @@ def check_datalist(datalist_file: str | os.PathLike, num_classes: int = 2, requi
         DataError: naming the file and the problem.
     """
     return _datalist.check_datalist(datalist_file, _check_item, num_classes=num_classes, spatial_dims=2,
-                                    required=required, check_files=check_files)
+                                    required=required, check_files=check_files, class_names=class_names)
 
 
 def load_datalist(
@@ -110,6 +112,7 @@ def load_datalist(
     generate_phantom: bool = False,
     check_files: bool = True,
     limit: int | None = None,
+    class_names: Sequence[str] | None = None,
 ) -> list[dict]:
     """The ``key`` list of the dataset in ``dataset_dir``, with absolute paths, after checking the whole datalist.
 
@@ -121,17 +124,20 @@ def load_datalist(
         generate_phantom: generate the bundle's synthetic phantom dataset into ``dataset_dir`` if it is missing.
         check_files: decode and check every file (fast for 2D data); False checks the JSON only.
         limit: keep only the first ``limit`` items (quick runs).
+        class_names: the classes' names, for the warning about a declared class that no label holds.
     """
     if generate_phantom:
         from .phantom import ensure_phantom_dataset  # noqa: PLC0415
 
         ensure_phantom_dataset(dataset_dir)
     return _datalist.load_datalist(datalist_file or os.path.join(dataset_dir, "datalist.json"), key, _check_item,
-                                   num_classes=num_classes, spatial_dims=2, check_files=check_files, limit=limit)
+                                   num_classes=num_classes, spatial_dims=2, check_files=check_files, limit=limit,
+                                   class_names=class_names)
 
 
 def load_datalists(dataset_dir: str, num_classes: int = 2, generate_phantom: bool = False,
-                   keys: Sequence[str] = _datalist.SPLITS, limits: dict | None = None) -> dict[str, list[dict]]:
+                   keys: Sequence[str] = _datalist.SPLITS, limits: dict | None = None,
+                   class_names: Sequence[str] | None = None) -> dict[str, list[dict]]:
     """Every list of the dataset in ``dataset_dir`` (``{key: items}``), checked once: the configs' ``datalists``.
 
     Args:
@@ -140,9 +146,10 @@ def load_datalists(dataset_dir: str, num_classes: int = 2, generate_phantom: boo
         generate_phantom: generate the bundle's synthetic phantom dataset into ``dataset_dir`` if it is missing.
         keys: the lists to load (an absent or empty one gives ``[]``).
         limits: ``{key: n}`` keeps only the first ``n`` items of a list (quick runs).
+        class_names: the classes' names, for the warning about a declared class that no label holds.
     """
     return _datalist.load_datalists(load_datalist, keys, limits, dataset_dir=dataset_dir, num_classes=num_classes,
-                                    generate_phantom=generate_phantom)
+                                    generate_phantom=generate_phantom, class_names=class_names)
 
 
 def list_images(inputs: str | Sequence[str], output_keys: str = "image") -> list[dict]:

@@ -11,6 +11,7 @@ import sys
 from typing import Any
 
 __all__ = [
+    "ConfigValueError",
     "DataError",
     "MissingWeightsError",
     "SettingsMismatchError",
@@ -19,6 +20,7 @@ __all__ = [
     "error_summary",
     "install_error_summary",
     "is_bundle_cli",
+    "note_run_folder",
 ]
 
 
@@ -26,6 +28,12 @@ class DataError(ValueError):
     """A datalist, image or label that the bundle cannot use; the message names the file and the problem."""
 
     brief_report = True  # ``monai.bundle run`` shows its message without a traceback (error_summary)
+
+
+class ConfigValueError(ValueError):
+    """A config value the bundle cannot use (a size the network cannot take, an output folder it cannot write)."""
+
+    brief_report = True
 
 
 class MissingWeightsError(FileNotFoundError):
@@ -44,6 +52,22 @@ class SettingsMismatchError(ValueError):
     """A setting of this run (input size, classes, ...) contradicts the one the model was trained with."""
 
     brief_report = True
+
+
+_RUN_FOLDER: list[str] = []
+
+
+def note_run_folder(folder: str | os.PathLike) -> None:
+    """Remember the folder this process's run writes to, for the one-line report of Ctrl-C."""
+    _RUN_FOLDER[:] = [str(folder)]
+
+
+def interrupted_summary() -> str:
+    """The line printed when the user stops a run with Ctrl-C."""
+    if not _RUN_FOLDER:
+        return "stopped (Ctrl-C)."
+    return (f"stopped (Ctrl-C): the run's checkpoint is in {os.path.join(_RUN_FOLDER[0], 'models')}; the same "
+            "command resumes it (a finished evaluation or inference run is simply rerun).")
 
 
 _BUNDLE_CLI_ENTRIES = ("monai/bundle/__main__.py", "monai/bundle/__main__.pyc", "monai/bundle")
@@ -119,8 +143,8 @@ def install_error_summary(argv: list[str] | None = None) -> bool:
     """Make a ``python -m monai.bundle run`` process report config and input errors in a few lines.
 
     The workflow configs call it explicitly, as the first item of ``initialize``. It installs a ``sys.excepthook``
-    that prints :func:`error_summary` for the errors it knows and hands any other uncaught error to the hook that
-    was there before. Nothing is installed outside a ``monai.bundle`` command line (MONAI Label and tests that call
+    that prints :func:`error_summary` for the errors it knows, one line for Ctrl-C (where the checkpoint is, and that
+    the same command resumes), and hands any other uncaught error to the hook that was there before. Nothing is installed outside a ``monai.bundle`` command line (MONAI Label and tests that call
     ``monai.bundle.run`` in their own process keep their hooks), when ``SSL_BUNDLES_TRACEBACK`` is set, or twice.
 
     Args:
@@ -137,6 +161,9 @@ def install_error_summary(argv: list[str] | None = None) -> bool:
     previous = sys.excepthook
 
     def hook(exc_type: type[BaseException], exc: BaseException, tb: Any) -> None:
+        if isinstance(exc, KeyboardInterrupt):
+            sys.stderr.write(interrupted_summary() + "\n")
+            return
         summary = error_summary(exc) if isinstance(exc, Exception) else None
         if summary is None:
             previous(exc_type, exc, tb)

@@ -13,9 +13,9 @@ import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from .errors import is_bundle_cli
+from .errors import ConfigValueError, is_bundle_cli
 
-__all__ = ["check_cli_overrides"]
+__all__ = ["check_cli_overrides", "check_size"]
 
 _BOOL_WORDS = ("true", "false", "yes", "no", "on", "off")
 
@@ -260,3 +260,26 @@ def check_cli_overrides(argv: Sequence[str] | None = None) -> None:
         f"the config {names}: an existing id (nested ids as a#b#c, list items by index) or a new entry of an existing "
         f"dict. The top-level keys of {names} are listed with: {listing}"
     )
+
+
+def check_size(name: str, size: int | Sequence[int], multiple: int, minimum: int | None = None) -> None:
+    """Refuse, when the config is read, a size the network cannot take (instead of a shape error mid-run).
+
+    Args:
+        name: the config key (for the message).
+        size: the value: one size or one per axis.
+        multiple: each size must be a multiple of it (the network's total stride).
+        minimum: each size must be at least this (default ``multiple``).
+
+    Raises:
+        ConfigValueError: naming the key, the value and the sizes that would work.
+    """
+    sizes = [size] if isinstance(size, (int, float)) else list(size)
+    least = int(minimum if minimum is not None else multiple)
+    bad = [s for s in sizes if not float(s).is_integer() or int(s) % multiple or int(s) < least]
+    if bad:
+        near = sorted({max(least, int(s) // multiple * multiple) for s in bad} | {max(least, -(-int(s) // multiple) * multiple) for s in bad})
+        raise ConfigValueError(
+            f"{name} = {size!r}: the network needs sizes that are multiples of {multiple} and at least {least} "
+            f"(it halves them {multiple.bit_length() - 1} times); for example {' or '.join(map(str, near))}."
+        )

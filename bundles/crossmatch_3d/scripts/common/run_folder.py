@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from monai.utils import IgniteInfo, min_version, optional_import
 
+from .errors import ConfigValueError, note_run_folder
 from .runtime import is_main_process
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
@@ -32,6 +33,7 @@ __all__ = [
     "RunFolderBusyError",
     "RunNameError",
     "check_run_name",
+    "check_writable",
     "claim_run_folder",
     "resolve_run_dir",
 ]
@@ -70,6 +72,27 @@ def check_run_name(name: str) -> str:
             "empty, '.', '..' or hold a path separator. Pass a name like --run_name my_experiment."
         )
     return text
+
+
+def check_writable(folders: list[str | os.PathLike]) -> None:
+    """Refuse before any work a run whose output folders cannot be written (a read-only ``models/``, say).
+
+    A folder that does not exist yet must be creatable: its nearest existing parent must be writable.
+
+    Raises:
+        ConfigValueError: naming the folder and what to do.
+    """
+    for folder in folders:
+        path = Path(folder).absolute()
+        existing = path
+        while not existing.exists() and existing.parent != existing:
+            existing = existing.parent
+        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+            what = "is not writable" if existing == path else f"cannot be created ({existing} is not writable)"
+            raise ConfigValueError(
+                f"the output folder {path} {what}: the run would fail after its work. Make it writable, or point the "
+                "run elsewhere (--bundle_root for runs/ and models/, --publish_model False to leave models/ alone)."
+            )
 
 
 def _process_alive(pid: int) -> bool:
@@ -133,6 +156,7 @@ def claim_run_folder(folder: Path, finished: bool = False) -> None:
         logger.info(f"{folder}: taking over from a run that ended without finishing (process {pid}).")
     marker.write_text(owner)
     atexit.register(_release_run_folder, marker, owner)
+    note_run_folder(folder)
 
 
 def resolve_run_dir(root: str, name: str, overwrite: bool = False) -> str:

@@ -24,15 +24,40 @@ from monai.data import load_decathlon_datalist
 
 from .errors import DataError
 
-__all__ = ["SPLITS", "check_datalist", "load_datalist", "load_datalists", "resolve_items"]
+__all__ = ["MIN_SIDE", "SPLITS", "check_datalist", "check_image_content", "load_datalist", "load_datalists", "resolve_items"]
 
 logger = logging.getLogger(__name__)
 
 SPLITS = ("labeled", "unlabeled", "validation", "test")
 """The lists of a prepared datalist."""
 
-ItemCheck = Callable[[dict, str, int, int], None]
-"""``check_item(item, split, num_classes, spatial_dims)``: read one item's files and raise DataError on a problem."""
+ItemCheck = Callable[[dict, str, int, int], Any]
+"""``check_item(item, split, num_classes, spatial_dims)``: read one item's files and raise DataError on a problem;
+it returns the class values its label holds (or None without a label)."""
+
+MIN_SIDE = 8
+"""The smallest image side (pixels or voxels) a bundle takes: a smaller image holds no structure to learn."""
+
+
+def check_image_content(image: Any, path: str | os.PathLike, what: str, spatial_shape: Sequence[int]) -> None:
+    """Refuse a degenerate image: one of constant intensity (all black, a uniform grey) or one too small.
+
+    A constant image carries nothing to learn and breaks intensity augmentations (histogram equalisation divides
+    by its range); an image whose side is under :data:`MIN_SIDE` holds no structure.
+
+    Raises:
+        DataError: naming the file and the problem.
+    """
+    import numpy as np
+
+    small = [int(n) for n in spatial_shape if int(n) < MIN_SIDE]
+    if small:
+        raise DataError(f"{what} is {' x '.join(str(int(n)) for n in spatial_shape)} pixels/voxels, smaller than "
+                        f"{MIN_SIDE} on a side: nothing to segment; remove it from the datalist: {path}")
+    arr = np.asarray(image)
+    if arr.size and float(arr.min()) == float(arr.max()):
+        raise DataError(f"{what} has one constant intensity ({float(arr.min()):g} everywhere): it holds no image "
+                        f"content (and breaks the intensity augmentations); remove or replace it: {path}")
 
 _CACHE_SIZE = 32
 _CHECKED: OrderedDict[tuple, tuple[dict, tuple]] = OrderedDict()
@@ -113,6 +138,19 @@ def _check_structure(content: Any, path: Path, required: Sequence[str], spatial_
                 )
 
 
+def _check_classes(present: set[int], num_classes: int, class_names: Sequence[str] | None, path: Path) -> None:
+    """Warn, by name, about declared foreground classes that no label of the datalist holds."""
+    if not present:
+        return
+    names = list(class_names) if class_names and len(class_names) == num_classes else [str(c) for c in range(num_classes)]
+    absent = [f"{c} ({names[c]})" for c in range(1, num_classes) if c not in present]
+    if absent:
+        logger.warning(
+            f"the config declares {num_classes} classes ({', '.join(names)}) but no label of {path} holds class "
+            f"{', '.join(absent)}: check num_classes and class_names (their metrics will be empty)."
+        )
+
+
 def check_datalist(
     datalist_file: str | os.PathLike,
     check_item: ItemCheck,
@@ -121,6 +159,7 @@ def check_datalist(
     required: Sequence[str] = ("labeled",),
     check_files: bool = True,
     prepare_hint: str = "python scripts/prepare_data.py",
+    class_names: Sequence[str] | None = None,
 ) -> dict:
     """Check a datalist and the files it names; return the parsed JSON.
 
@@ -137,6 +176,7 @@ def check_datalist(
         required: lists that must be present and non-empty.
         check_files: read and check every file once (cached); False checks the JSON only.
         prepare_hint: the command that prepares a dataset, for the error of a missing datalist.
+        class_names: the declared classes' names (background first), for the warning about a class no label holds.
 
     Raises:
         DataError: naming the file and the problem.
@@ -164,12 +204,16 @@ def check_datalist(
     _check_structure(content, path, required, spatial_dims)
     if check_files:
         base = path.parent
+        present: set[int] = set()
         for split in SPLITS:
             items = content.get(split) or []
             if items:
                 logger.info(f"checking {len(items)} {split} items of {path}")
             for item in resolve_items(items, base):
-                check_item(item, split, int(num_classes), int(spatial_dims))
+                values = check_item(item, split, int(num_classes), int(spatial_dims))
+                if values is not None:
+                    present.update(int(v) for v in values)
+        _check_classes(present, int(num_classes), class_names, path)
         logger.info(f"datalist {path}: all files read and checked")
     _CHECKED[key] = (content, _fingerprint(content, path.parent) if check_files else ())
     while len(_CHECKED) > _CACHE_SIZE:
@@ -186,6 +230,7 @@ def load_datalist(
     check_files: bool = True,
     limit: int | None = None,
     prepare_hint: str = "python scripts/prepare_data.py",
+    class_names: Sequence[str] | None = None,
 ) -> list[dict]:
     """The ``key`` list of a datalist, with absolute paths, after checking the whole datalist.
 
@@ -194,7 +239,7 @@ def load_datalist(
     """
     datalist_file = str(datalist_file)
     content = check_datalist(datalist_file, check_item, num_classes=num_classes, spatial_dims=spatial_dims,
-                             check_files=check_files, prepare_hint=prepare_hint)
+                             check_files=check_files, prepare_hint=prepare_hint, class_names=class_names)
     if not content.get(key):
         return []
     items = load_decathlon_datalist(datalist_file, is_segmentation=True, data_list_key=key)
