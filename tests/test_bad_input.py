@@ -198,6 +198,48 @@ def _inference_contradicts_model(bundle: str) -> Callable[[Path], Trial]:
     return setup
 
 
+def _size_the_network_cannot_take(bundle: str, option: tuple, configs: tuple = ()) -> Callable[[Path], Trial]:
+    def setup(tmp: Path) -> Trial:
+        root = _bundle_copy(tmp, bundle)
+        run = _bundle_run(root, ["configs/train.yaml", *configs, "configs/demo.yaml"], *option)
+        return Trial(run, (tmp,))
+
+    return setup
+
+
+def _degenerate_image(bundle: str, kind: str) -> Callable[[Path], Trial]:
+    """A prepared dataset whose second labelled image is constant (uniform grey) or tiny (4 pixels on a side)."""
+
+    def setup(tmp: Path) -> Trial:
+        root = _bundle_copy(tmp, bundle)
+        data = tmp / "data"
+        (data / "images").mkdir(parents=True)
+        (data / "labels").mkdir()
+        rng = np.random.default_rng(0)
+        items = []
+        for i in range(3):
+            side = 4 if (kind == "tiny" and i == 1) else 32
+            shape = (side, side) if bundle == "switch_us" else (side, side, 16)
+            image = rng.integers(1, 255, shape).astype(np.uint8)
+            if kind == "constant" and i == 1:
+                image[:] = 128
+            label = np.zeros(shape, np.uint8)
+            label[: side // 2, : side // 2] = 1
+            if bundle == "switch_us":
+                Image.fromarray(image).save(data / "images" / f"c{i}.png")
+                Image.fromarray(label).save(data / "labels" / f"c{i}.png")
+                items.append({"image": f"images/c{i}.png", "label": f"labels/c{i}.png", "case": f"c{i}"})
+            else:
+                nib.save(nib.Nifti1Image(image.astype(np.float32), np.eye(4)), str(data / "images" / f"c{i}.nii.gz"))
+                nib.save(nib.Nifti1Image(label, np.eye(4)), str(data / "labels" / f"c{i}.nii.gz"))
+                items.append({"image": f"images/c{i}.nii.gz", "label": f"labels/c{i}.nii.gz", "case": f"c{i}"})
+        (data / "datalist.json").write_text(json.dumps({"labeled": items[:2], "validation": items[2:], "test": []}))
+        run = _bundle_run(root, ["configs/train.yaml", "configs/demo.yaml"], "--dataset_dir", data)
+        return Trial(run, (tmp,))
+
+    return setup
+
+
 BUNDLE_CASES = [
     case
     for bundle in ("switch_us", "crossmatch_3d")
@@ -211,7 +253,22 @@ BUNDLE_CASES = [
              r"|roi_size: the model was trained with \[48, 48, 32\], this run sets \[112, 112, 80\])", BundleRunError),
         Case(f"{bundle}-inference-classes-contradict-model", _inference_contradicts_model(bundle),
              r"SettingsMismatchError: .*num_classes: the model was trained with 3, this run sets 2", BundleRunError),
+        Case(f"{bundle}-constant-training-image", _degenerate_image(bundle, "constant"),
+             r"DataError: labeled image has one constant intensity \(128 everywhere\).*c1\.", BundleRunError),
+        Case(f"{bundle}-tiny-training-image", _degenerate_image(bundle, "tiny"),
+             r"DataError: labeled image is 4 x 4.* smaller than 8 on a side.*c1\.", BundleRunError),
     )
+] + [
+    Case("switch_us-image-size-100", _size_the_network_cannot_take("switch_us", ("--image_size", 100)),
+         r"ConfigValueError: image_size = 100: the network needs sizes that are multiples of 16", BundleRunError),
+    Case("switch_us-image-size-30", _size_the_network_cannot_take("switch_us", ("--image_size", 30)),
+         r"ConfigValueError: image_size = 30: .*multiples of 16.*for example 16 or 32", BundleRunError),
+    Case("crossmatch_3d-roi-size-not-multiple-of-16",
+         _size_the_network_cannot_take("crossmatch_3d", ("--roi_size", "[48,48,30]")),
+         r"ConfigValueError: roi_size = \[48, 48, 30\]: the network needs sizes that are multiples of 16", BundleRunError),
+    Case("crossmatch_3d-acdc-image-size-100",
+         _size_the_network_cannot_take("crossmatch_3d", ("--image_size", 100), ("configs/acdc.yaml",)),
+         r"ConfigValueError: image_size = \[100, 100\]: .*multiples of 16", BundleRunError),
 ]
 
 
