@@ -197,7 +197,8 @@ def test_bad_files_are_named(data, tmp_path, defect):
 
 def test_other_formats_and_singleton_channel_are_accepted(data, tmp_path):
     root = make_dataset(tmp_path)
-    _nii(root / "images" / "c000.nii.gz", np.zeros((*SHAPE, 1), np.float32))  # trailing channel axis of size 1
+    ramp = np.arange(np.prod(SHAPE), dtype=np.float32).reshape((*SHAPE, 1))
+    _nii(root / "images" / "c000.nii.gz", ramp)  # trailing channel axis of size 1
     arr = np.arange(np.prod(SHAPE), dtype=np.float32).reshape(SHAPE)
     _mha(root / "images" / "c001.mha", arr)  # NRRD/MHA go through MONAI's ITK reader
     _edit(root, lambda d: d["labeled"][1].update(image="images/c001.mha"))

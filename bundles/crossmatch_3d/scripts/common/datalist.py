@@ -43,14 +43,14 @@ def check_image_content(image: Any, path: str | os.PathLike, what: str, spatial_
     """Refuse a degenerate image: one of constant intensity (all black, a uniform grey) or one too small.
 
     A constant image carries nothing to learn and breaks intensity augmentations (histogram equalisation divides
-    by its range); an image whose side is under :data:`MIN_SIDE` holds no structure.
+    by its range); an image whose side (in-plane: the first two axes) is under :data:`MIN_SIDE` holds no structure.
 
     Raises:
         DataError: naming the file and the problem.
     """
     import numpy as np
 
-    small = [int(n) for n in spatial_shape if int(n) < MIN_SIDE]
+    small = [int(n) for n in list(spatial_shape)[:2] if int(n) < MIN_SIDE]  # in-plane (a volume may have few slices)
     if small:
         raise DataError(f"{what} is {' x '.join(str(int(n)) for n in spatial_shape)} pixels/voxels, smaller than "
                         f"{MIN_SIDE} on a side: nothing to segment; remove it from the datalist: {path}")
