@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from monai.inferers import Inferer, SimpleInferer
 
-from .common.runtime import amp_context, resolve_amp_dtype, to_memory_format
+from .common.runtime import amp_context, network_to_memory_format, resolve_amp_dtype, to_memory_format
 
 __all__ = ["AmpInferer"]
 
@@ -25,7 +25,8 @@ class AmpInferer(Inferer):
         inferer: the wrapped inferer.
         amp: enable mixed precision.
         amp_dtype: force ``"bfloat16"`` or ``"float16"``.
-        channels_last: feed inputs in channels-last memory format.
+        channels_last: feed inputs in channels-last memory format, and convert the network to it (as the trainer
+            does), so that an evaluation-only run computes exactly what the training run's evaluation computed.
     """
 
     def __init__(self, inferer: Inferer | None = None, amp: bool = True, amp_dtype: str | None = None,
@@ -39,6 +40,8 @@ class AmpInferer(Inferer):
     def __call__(self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args: Any, **kwargs: Any):
         dtype = resolve_amp_dtype(inputs.device, self.amp, self.amp_dtype)
         inputs = to_memory_format(inputs, self.channels_last)
+        if self.channels_last and isinstance(network, torch.nn.Module):
+            network_to_memory_format(network, True)
         with amp_context(inputs.device, dtype):
             out = self.inferer(inputs, network, *args, **kwargs)
         return out.float() if isinstance(out, torch.Tensor) else out
