@@ -87,9 +87,11 @@ def test_evaluate_and_inference_from_the_bundle_copy(demo_bundle):
     # weights without the training-only projector (a supervised or BCP model) serve through the same config
     import torch
 
-    state = torch.load(demo_bundle / "models" / "model.pt", map_location="cpu", weights_only=True)["model"]
-    baseline = demo_bundle / "baseline_model.pt"
-    torch.save({"model": {k: v for k, v in state.items() if not k.startswith("projector.")}}, baseline)
+    record = torch.load(demo_bundle / "models" / "model.pt", map_location="cpu", weights_only=True)
+    state = record["model"]
+    baseline = demo_bundle / "baseline_model.pt"  # a baseline trained by this bundle records its settings too
+    torch.save({"model": {k: v for k, v in state.items() if not k.startswith("projector.")},
+                "settings": record["settings"]}, baseline)
     out = _ok(run_bundle(demo_bundle, ["configs/inference.yaml"], "--input", json.dumps([str(p) for p in images]),
                          "--ckpt_path", str(baseline), "--run_name", "baseline"))
     assert "left as is: projector" in out
