@@ -76,3 +76,31 @@ def test_publishing_keeps_the_previous_model_and_names_the_run(tmp_path):
     kept = list((models / "previous").glob("model_*_good.pt"))
     assert len(kept) == 1 and kept[0].read_bytes() == good_bytes
     assert read_settings(models / "model.pt")["image_size"] == 64
+    assert json.loads((models / "model_metadata.json").read_text())["trained_settings"]["image_size"] == 64
+
+
+def test_the_torchscript_export_carries_the_settings(tmp_path):
+    """The model card's export command: ckpt_export with models/model_metadata.json embeds the settings."""
+    import shutil
+    import subprocess
+    import sys
+
+    from conftest import BUNDLES
+
+    bundle = tmp_path / "switch_us"
+    shutil.copytree(BUNDLES / "switch_us" / "configs", bundle / "configs")
+    shutil.copytree(BUNDLES / "switch_us" / "scripts", bundle / "scripts", ignore=shutil.ignore_patterns("__pycache__"))
+    run = tmp_path / "runs" / "demo" / "model.pt"
+    run.parent.mkdir(parents=True)
+    torch.manual_seed(0)
+    torch.save(model_record(UNet2D(1, 2, projector=True), SETTINGS), run)
+    publish_model(run, bundle / "models", run.parent)
+    proc = subprocess.run([sys.executable, "-m", "monai.bundle", "ckpt_export", "network_def", "--filepath",
+                           "models/model.ts", "--ckpt_file", "models/model.pt", "--meta_file",
+                           "models/model_metadata.json", "--config_file", "configs/inference.yaml", "--key_in_ckpt",
+                           "model"], cwd=bundle, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    extra = {"metadata.json": ""}
+    torch.jit.load(str(bundle / "models" / "model.ts"), _extra_files=extra)
+    meta = json.loads(extra["metadata.json"])
+    assert meta["trained_settings"]["image_size"] == 128 and meta["name"]

@@ -32,6 +32,7 @@ else:
     )
 
 __all__ = [
+    "EXPORT_METADATA",
     "SETTINGS_KEY",
     "ResumeCheckpoint",
     "WeightsLoader",
@@ -297,14 +298,32 @@ def check_settings(ckpt_path: str | os.PathLike, current: dict, allow_mismatch: 
     return trained
 
 
+EXPORT_METADATA = "model_metadata.json"
+"""Written beside the published model: the bundle's metadata plus ``trained_settings``, for ``ckpt_export``."""
+
+
+def _write_export_metadata(models: Path, settings: dict) -> None:
+    """``<models>/model_metadata.json``: ``configs/metadata.json`` plus the model's settings.
+
+    ``python -m monai.bundle ckpt_export ... --meta_file models/model_metadata.json`` embeds it in the TorchScript
+    file (its ``metadata.json`` extra file), so an exported model carries its settings too.
+    """
+    meta: dict[str, Any] = {}
+    with contextlib.suppress(OSError, ValueError):
+        meta = json.loads((models.parent / "configs" / "metadata.json").read_text())
+    meta["trained_settings"] = settings
+    (models / EXPORT_METADATA).write_text(json.dumps(meta, indent=4) + "\n")
+
+
 def publish_model(ckpt_path: str | os.PathLike, models_dir: str | os.PathLike, run_dir: str | os.PathLike,
                   publish: bool = True) -> Path | None:
     """Make a finished run's weights the bundle's model, ``<models_dir>/model.pt``, never losing the previous one.
 
     Called at the end of a training workflow, after the test evaluation: the run's own weights stay in its run
     folder, ``model.pt`` is replaced by a copy, and the model it replaces moves to ``<models_dir>/previous/``
-    (``model_<date>_<run>.pt``). ``model.json`` beside it says which run the model came from. Only the main
-    process publishes.
+    (``model_<date>_<run>.pt``). ``model.json`` beside it says which run the model came from, and
+    ``model_metadata.json`` is the bundle's metadata with the model's settings (for the TorchScript export). Only the
+    main process publishes.
 
     Args:
         ckpt_path: the run's deployable weights.
@@ -337,8 +356,10 @@ def publish_model(ckpt_path: str | os.PathLike, models_dir: str | os.PathLike, r
     tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
     shutil.copyfile(src, tmp)
     os.replace(tmp, target)
+    settings = read_settings(target)
     record = {"source": str(src.resolve()), "run_dir": str(Path(run_dir).resolve()), "published": now,
-              "settings": read_settings(target)}
+              "settings": settings}
     info.write_text(json.dumps(record, indent=2) + "\n")
+    _write_export_metadata(models, settings)
     log.info(f"models/model.pt is now the model of run {Path(run_dir).name} ({src}); its provenance: {info}.")
     return target
