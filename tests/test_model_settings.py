@@ -18,6 +18,7 @@ from scripts.common.checkpoints import (  # noqa: E402
     model_record,
     publish_model,
     read_settings,
+    schedule_overrides,
 )
 from scripts.common.errors import SettingsMismatchError  # noqa: E402
 from scripts.networks import UNet2D  # noqa: E402
@@ -104,3 +105,21 @@ def test_the_torchscript_export_carries_the_settings(tmp_path):
     torch.jit.load(str(bundle / "models" / "model.ts"), _extra_files=extra)
     meta = json.loads(extra["metadata.json"])
     assert meta["trained_settings"]["image_size"] == 128 and meta["name"]
+
+
+def test_a_trial_run_does_not_replace_the_bundle_model_unless_asked(tmp_path):
+    cli = "/venv/lib/python3.11/site-packages/monai/bundle/__main__.py"
+    assert schedule_overrides([cli, "run", "--config_file", "x", "--max_iterations", "4", "--lr=0.1"]) == ["--max_iterations"]
+    assert schedule_overrides([cli, "run", "--pretrain-iterations=4", "--selftrain_iterations", "2"]) == [
+        "--pretrain_iterations", "--selftrain_iterations"]
+    assert schedule_overrides(["pytest", "--max_iterations", "4"]) == []  # not a monai.bundle command line
+    run = tmp_path / "runs" / "trial" / "model.pt"
+    run.parent.mkdir(parents=True)
+    _weights(run)
+    models = tmp_path / "models"
+    trial = [cli, "run", "--max_iterations", "4"]
+    assert publish_model(run, models, run.parent, argv=trial) is None and not models.exists()
+    assert publish_model(run, models, run.parent, publish=True, argv=trial) == models / "model.pt"
+    assert publish_model(run, models, run.parent, argv=[cli, "run", "--run_name", "full"]) == models / "model.pt"
+    assert publish_model(run, models, run.parent, publish=False, argv=[cli, "run"]) is None
+

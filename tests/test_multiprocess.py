@@ -52,7 +52,7 @@ def _torchrun(bundle: Path, configs: list[str], *overrides: str) -> subprocess.C
 )
 def test_two_processes_train_and_rank0_alone_writes(tmp_path, name, configs, tiny, run_name):
     b = _copy(name, tmp_path)
-    out = _ok(_torchrun(b, configs, *tiny, "--run_name", run_name))
+    out = _ok(_torchrun(b, configs, *tiny, "--run_name", run_name, "--publish_model", "True"))  # a trial run: asked for
     run = b / "runs" / run_name
     assert (run / "FINISHED").exists(), out[-3000:]
     assert sorted(p.name for p in (b / "runs").iterdir()) == [run_name]  # rank 1 made no folder of its own

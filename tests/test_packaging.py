@@ -317,7 +317,7 @@ def test_clean_room_demo_and_inference_from_the_package(switch_copy, tmp_path):
     assert not [p for p in path if p and Path(p).resolve().is_relative_to(REPO)
                 and not Path(p).resolve().is_relative_to(env_prefix)], path
 
-    train = run_bundle(b, ["configs/train.yaml", "configs/demo.yaml"], *TINY, timeout=900)
+    train = run_bundle(b, ["configs/train.yaml", "configs/demo.yaml"], *TINY, "--publish_model", "True", timeout=900)
     assert train.returncode == 0, (train.stdout + train.stderr)[-5000:]
     assert (b / "runs" / "demo" / "FINISHED").exists()
     assert (b / "models" / "model.pt").read_bytes() != random_weights, "training did not publish models/model.pt"

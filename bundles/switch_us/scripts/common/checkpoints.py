@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from monai.utils import IgniteInfo, min_version, optional_import
 
-from .errors import MissingWeightsError, SettingsMismatchError, WeightsError
+from .errors import MissingWeightsError, SettingsMismatchError, WeightsError, is_bundle_cli
 from .runtime import is_main_process
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
@@ -33,6 +33,7 @@ else:
 
 __all__ = [
     "EXPORT_METADATA",
+    "SCHEDULE_KEYS",
     "SETTINGS_KEY",
     "ResumeCheckpoint",
     "WeightsLoader",
@@ -298,6 +299,28 @@ def check_settings(ckpt_path: str | os.PathLike, current: dict, allow_mismatch: 
     return trained
 
 
+SCHEDULE_KEYS = ("pretrain_iterations", "selftrain_iterations", "max_iterations", "max_epochs", "epoch_length",
+                 "acdc_epochs", "train#trainer#max_epochs", "train::trainer::max_epochs")
+"""Config keys whose command-line override shortens (or changes) a training schedule."""
+
+
+def schedule_overrides(argv: Sequence[str] | None = None) -> list[str]:
+    """The schedule keys (:data:`SCHEDULE_KEYS`) a ``python -m monai.bundle run`` command line overrides, e.g.
+    ``["--max_iterations"]``; empty outside such a command line (MONAI Label, tests calling ``run`` in-process)."""
+    import sys  # noqa: PLC0415
+
+    argv = list(sys.argv if argv is None else argv)
+    if not argv or not is_bundle_cli(argv[0]):
+        return []
+    found = []
+    for arg in argv[1:]:
+        if arg.startswith("--"):
+            key = arg[2:].split("=", 1)[0].replace("-", "_")
+            if key in SCHEDULE_KEYS and f"--{key}" not in found:
+                found.append(f"--{key}")
+    return found
+
+
 EXPORT_METADATA = "model_metadata.json"
 """Written beside the published model: the bundle's metadata plus ``trained_settings``, for ``ckpt_export``."""
 
@@ -316,7 +339,7 @@ def _write_export_metadata(models: Path, settings: dict) -> None:
 
 
 def publish_model(ckpt_path: str | os.PathLike, models_dir: str | os.PathLike, run_dir: str | os.PathLike,
-                  publish: bool = True) -> Path | None:
+                  publish: bool | None = None, argv: Sequence[str] | None = None) -> Path | None:
     """Make a finished run's weights the bundle's model, ``<models_dir>/model.pt``, never losing the previous one.
 
     Called at the end of a training workflow, after the test evaluation: the run's own weights stay in its run
@@ -329,13 +352,22 @@ def publish_model(ckpt_path: str | os.PathLike, models_dir: str | os.PathLike, r
         ckpt_path: the run's deployable weights.
         models_dir: the bundle's ``models/`` folder.
         run_dir: the run folder (recorded in ``model.json``).
-        publish: False leaves ``models/`` as it is (the config key ``publish_model``; quick or trial runs).
+        publish: the config key ``publish_model``: True publishes, False leaves ``models/`` as it is, None (the
+            default) publishes unless the command line changed the training schedule (``--max_iterations 4``, a
+            trial run: :func:`schedule_overrides`); ``--publish_model True`` publishes such a run too.
+        argv: the command line (``sys.argv`` when None).
 
     Returns:
         the published file, or None when nothing was published.
     """
     log = logging.getLogger(__name__)
-    if not publish:
+    if publish is None:
+        shortened = schedule_overrides(argv)
+        if shortened:
+            log.info(f"the schedule was changed on the command line ({', '.join(shortened)}): the run's model stays in "
+                     f"{ckpt_path} and models/model.pt is left as it is (--publish_model True publishes it).")
+            return None
+    elif not publish:
         log.info(f"the run's model stays in {ckpt_path}; models/model.pt was left as it is (publish_model: false).")
         return None
     if not is_main_process():
