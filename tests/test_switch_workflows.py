@@ -130,7 +130,9 @@ def test_real_data_workflows(tmp_path, shared_data, source):
     summary = json.loads((b / "runs" / "demo" / "evaluation" / "metrics_summary.json").read_text())
     assert summary
     test_images = [str(prepared / it["image"]) for it in json.loads((prepared / "datalist.json").read_text())["test"][:2]]
-    _ok(run_bundle(b, ["configs/inference.yaml"], "--input", json.dumps(test_images)))
+    _ok(run_bundle(b, ["configs/inference.yaml"], "--input", json.dumps(test_images),  # a trial run publishes nothing
+                   "--ckpt_path", str(b / "runs" / "demo" / "models" / "model.pt")))
+    assert not (b / "models" / "model.pt").exists()
     assert len(list((b / "predictions" / "inference").glob("*_seg.png"))) == 2
 
 
