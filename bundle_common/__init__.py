@@ -15,7 +15,7 @@
 - :mod:`.datalist`: datalist checks and loading.
 - :mod:`.metrics` and :mod:`.reports`: segmentation metrics and the evaluation report handler.
 
-This folder is not a bundle: ``scripts/sync_common.py`` copies it into every bundle as ``scripts/common/`` (a bundle
-stays self-contained), and ``scripts/sync_common.py --check`` (run by the tests) reports any copy that differs.
-Edit the modules here, never the copies.
+The source is the repository's ``bundle_common/`` folder (outside the folder of bundles: each folder there is one).
+``scripts/sync_common.py`` copies it into every bundle as ``scripts/common/``, so a bundle stays self-contained, and
+``scripts/sync_common.py --check`` (run by the tests) reports any copy that differs. Edit the source, never a copy.
 """
