@@ -11,6 +11,7 @@ import logging
 import os
 import random
 import shutil
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,6 +21,7 @@ import torch
 from monai.utils import IgniteInfo, min_version, optional_import
 
 from .errors import MissingWeightsError, SettingsMismatchError, WeightsError, is_bundle_cli
+from .overrides import fire_keyword_args
 from .runtime import is_main_process
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
@@ -238,8 +240,8 @@ def model_record(network: torch.nn.Module, settings: dict | None = None) -> dict
 def _plain_value(value: Any) -> Any:
     if isinstance(value, torch.Tensor):
         return value.tolist()
-    if isinstance(value, (tuple, set)):
-        return list(value)
+    if isinstance(value, set):
+        return sorted(value)
     if hasattr(value, "item"):
         return value.item()
     return str(value)
@@ -266,17 +268,19 @@ def _same(a: Any, b: Any) -> bool:
     return a == b
 
 
-def check_settings(ckpt_path: str | os.PathLike, current: dict, allow_mismatch: bool = False) -> dict:
-    """Refuse settings of this run that contradict those the weights in ``ckpt_path`` were trained with.
+def check_settings(trained: dict, current: dict, allow_mismatch: bool = False,
+                   ckpt_path: str | os.PathLike = "the weights") -> dict:
+    """Refuse settings of this run that contradict those the weights were trained with.
 
-    Evaluation and inference configs read their input size and classes from the weights (:func:`read_settings`),
-    so a mismatch means the user set one explicitly (``--image_size 256`` for a model trained at 128 px would
-    silently give a far lower Dice). Keys the weights do not record are not compared.
+    Evaluation and inference configs read their input size and classes from the weights (``trained_settings``, from
+    :func:`read_settings`), so a mismatch means the user set one explicitly (``--image_size 256`` for a model trained
+    at 128 px would silently give a far lower Dice). Keys the weights do not record are not compared.
 
     Args:
-        ckpt_path: the weights file.
+        trained: the recorded settings (the configs' ``trained_settings``; read once).
         current: this run's values, by setting name.
         allow_mismatch: only warn (the config key ``allow_settings_mismatch``), for a user who means it.
+        ckpt_path: the weights file, for the message.
 
     Returns:
         the recorded settings.
@@ -284,7 +288,6 @@ def check_settings(ckpt_path: str | os.PathLike, current: dict, allow_mismatch: 
     Raises:
         SettingsMismatchError: a value differs, naming both values and how to go on.
     """
-    trained = read_settings(ckpt_path)
     diffs = [f"{k}: the model was trained with {trained[k]!r}, this run sets {v!r}"
              for k, v in current.items() if k in trained and not _same(trained[k], v)]
     if diffs:
@@ -305,19 +308,14 @@ SCHEDULE_KEYS = ("pretrain_iterations", "selftrain_iterations", "max_iterations"
 
 def schedule_overrides(argv: Sequence[str] | None = None) -> list[str]:
     """The schedule keys (:data:`SCHEDULE_KEYS`) a ``python -m monai.bundle run`` command line overrides, e.g.
-    ``["--max_iterations"]``; empty outside such a command line (MONAI Label, tests calling ``run`` in-process)."""
-    import sys  # noqa: PLC0415
+    ``["--max_iterations"]``; empty outside such a command line (MONAI Label, tests calling ``run`` in-process).
 
+    The command line is read as the override check reads it (:func:`.overrides.fire_keyword_args`).
+    """
     argv = list(sys.argv if argv is None else argv)
     if not argv or not is_bundle_cli(argv[0]):
         return []
-    found = []
-    for arg in argv[1:]:
-        if arg.startswith("--"):
-            key = arg[2:].split("=", 1)[0].replace("-", "_")
-            if key in SCHEDULE_KEYS and f"--{key}" not in found:
-                found.append(f"--{key}")
-    return found
+    return [f"--{key}" for key in fire_keyword_args(argv[1:], set()) if key in SCHEDULE_KEYS]
 
 
 EXPORT_METADATA = "model_metadata.json"

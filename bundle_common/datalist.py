@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from monai.data import load_decathlon_datalist
 
 from .errors import DataError
@@ -47,8 +48,6 @@ def check_image_content(image: Any, path: str | os.PathLike, what: str, spatial_
     Raises:
         DataError: naming the file and the problem.
     """
-    import numpy as np
-
     small = [int(n) for n in list(spatial_shape)[:2] if int(n) < MIN_SIDE]  # in-plane (a volume may have few slices)
     if small:
         raise DataError(f"{what} is {' x '.join(str(int(n)) for n in spatial_shape)} pixels/voxels, smaller than "
@@ -257,7 +256,8 @@ def load_datalists(load: Callable[..., list[dict]], keys: Sequence[str] = SPLITS
 
     A config builds its lists with one component instead of one near-copy per list, e.g.::
 
-        datalists: {_target_: scripts.common.datalist.load_datalists, load: $scripts.data.load_datalist, ...}
+        datalists: {_target_: scripts.common.datalist.load_datalists,
+                    load: {_target_: scripts.data.load_datalist, _mode_: callable}, dataset_dir: ...}
         train#dataset#data: "$@datalists['labeled']"
     """
     limits = dict(limits or {})

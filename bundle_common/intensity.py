@@ -8,7 +8,7 @@ from collections.abc import Hashable, Mapping
 
 import torch
 from monai.config import KeysCollection
-from monai.transforms import MapTransform
+from monai.transforms import MapTransform, ScaleIntensityRangePercentiles
 
 __all__ = ["ScaleToUnitd", "scale_to_unit"]
 
@@ -21,7 +21,8 @@ def scale_to_unit(image: torch.Tensor, lower: float = 0.5, upper: float = 99.5) 
     - already in [0, 1] (a float image): unchanged;
     - in [0, 255] (8-bit): divided by 255, exactly as a fixed 0-255 range scaling does;
     - in [0, 65535] with a value above 255 (16-bit): divided by 65535 (a fixed 0-255 range would clip it white);
-    - anything else (negative or larger floats): the ``lower``-``upper`` percentiles map to 0 and 1, clipped.
+    - anything else (negative or larger floats): the ``lower``-``upper`` percentiles map to 0 and 1, clipped
+      (MONAI's ``ScaleIntensityRangePercentiles``).
     """
     x = image.float() if not torch.is_floating_point(image) else image
     lo, hi = float(x.min()), float(x.max())
@@ -31,12 +32,7 @@ def scale_to_unit(image: torch.Tensor, lower: float = 0.5, upper: float = 99.5) 
         return x / 255.0
     if lo >= 0.0 and hi <= 65535.0:
         return x / 65535.0
-    flat = x.flatten().double()
-    p_lo, p_hi = (float(v) for v in torch.quantile(flat[:: max(1, flat.numel() // 1_000_000)],
-                                                      torch.tensor([lower / 100, upper / 100], dtype=torch.float64)))
-    if p_hi <= p_lo:
-        p_lo, p_hi = lo, hi if hi > lo else lo + 1.0
-    return ((x - p_lo) / (p_hi - p_lo)).clamp(0.0, 1.0)
+    return ScaleIntensityRangePercentiles(lower, upper, 0.0, 1.0, clip=True)(x)
 
 
 class ScaleToUnitd(MapTransform):

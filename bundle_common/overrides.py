@@ -14,7 +14,7 @@ from typing import Any
 
 from .errors import ConfigValueError, is_bundle_cli
 
-__all__ = ["check_cli_overrides", "check_size"]
+__all__ = ["check_cli_overrides", "check_size", "fire_keyword_args"]
 
 _BOOL_WORDS = ("true", "false", "yes", "no", "on", "off")
 
@@ -24,7 +24,7 @@ def _is_fire_flag(arg: str) -> bool:
     return arg.startswith("--") or re.match(r"^-[a-zA-Z]", arg) is not None
 
 
-def _fire_keyword_args(args: Sequence[str], run_params: set[str]) -> dict[str, str]:
+def fire_keyword_args(args: Sequence[str], run_params: set[str]) -> dict[str, str]:
     """The ``--key value`` / ``--key=value`` / ``--flag`` pairs that python-fire passes to ``monai.bundle run``.
 
     Mirrors ``fire.core._ParseKeywordArgs`` for a function taking ``**kwargs``: dashes in a key become
@@ -192,7 +192,7 @@ def check_cli_overrides(argv: Sequence[str] | None = None) -> None:
     run_params = _param_names(bundle_scripts.run)
     own = run_params | _param_names(bundle_scripts.create_workflow) | _param_names(ConfigWorkflow.__init__)
 
-    cli = _fire_keyword_args(args[1:], run_params)
+    cli = fire_keyword_args(args[1:], run_params)
     overrides = {key: "the command line" for key in cli if key not in own}
     file_args: dict = {}
     if "args_file" in cli:

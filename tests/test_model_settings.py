@@ -50,13 +50,14 @@ def test_settings_travel_with_the_weights_and_the_weights_still_load(tmp_path):
 def test_a_contradicting_setting_is_refused_with_both_values(tmp_path):
     path = tmp_path / "model.pt"
     _weights(path)
-    assert check_settings(path, {"image_size": 128, "num_classes": 2.0, "class_names": ("background", "lesion"),
+    trained = read_settings(path)
+    assert check_settings(trained, {"image_size": 128, "num_classes": 2.0, "class_names": ("background", "lesion"),
                                  "not_recorded": 7})["image_size"] == 128
     with pytest.raises(SettingsMismatchError, match="image_size: the model was trained with 128, this run sets 256"):
-        check_settings(path, {"image_size": 256})
+        check_settings(trained, {"image_size": 256}, ckpt_path=path)
     assert getattr(SettingsMismatchError, "brief_report", False)
-    assert check_settings(path, {"image_size": 256}, allow_mismatch=True)["image_size"] == 128
-    assert check_settings(tmp_path / "absent.pt", {"image_size": 256}) == {}
+    assert check_settings(trained, {"image_size": 256}, allow_mismatch=True)["image_size"] == 128
+    assert check_settings(read_settings(tmp_path / "absent.pt"), {"image_size": 256}) == {}
 
 
 def test_publishing_keeps_the_previous_model_and_names_the_run(tmp_path):

@@ -45,7 +45,6 @@ __all__ = [
     "check_datalist",
     "list_volumes",
     "load_datalist",
-    "load_datalists",
 ]
 
 logger = logging.getLogger(__name__)
@@ -242,25 +241,6 @@ def load_datalist(
     return _datalist.load_datalist(datalist_file or os.path.join(dataset_dir, "datalist.json"), key, _check_item,
                                    num_classes=num_classes, spatial_dims=3, check_files=check_files, limit=limit,
                                    prepare_hint=_PREPARE, class_names=class_names)
-
-
-def load_datalists(dataset_dir: str, num_classes: int = 2, generate_phantom: bool = False, phantom_kind: str = "la",
-                   keys: Sequence[str] = _datalist.SPLITS, limits: dict | None = None,
-                   class_names: Sequence[str] | None = None) -> dict[str, list[dict]]:
-    """Every list of the dataset in ``dataset_dir`` (``{key: items}``), checked once: the configs' ``datalists``.
-
-    Args:
-        dataset_dir: the prepared dataset folder.
-        num_classes: classes a label may hold.
-        generate_phantom: generate the bundle's synthetic phantom dataset into ``dataset_dir`` if it is missing.
-        phantom_kind: ``la`` or ``acdc``, for ``generate_phantom``.
-        keys: the lists to load (an absent or empty one gives ``[]``).
-        limits: ``{key: n}`` keeps only the first ``n`` items of a list (quick runs).
-        class_names: the classes' names, for the warning about a declared class that no label holds.
-    """
-    return _datalist.load_datalists(load_datalist, keys, limits, dataset_dir=dataset_dir, num_classes=num_classes,
-                                    generate_phantom=generate_phantom, phantom_kind=phantom_kind,
-                                    class_names=class_names)
 
 
 def list_volumes(inputs: str | os.PathLike | Sequence[str | os.PathLike], output_keys: str = "image") -> list[dict]:

@@ -23,7 +23,7 @@ from .common.errors import DataError
 from .common.keys import UNLABELED
 from .common.sampling import StreamLoader
 
-__all__ = ["DataError", "TwoStreamLoader", "check_datalist", "list_images", "load_datalist", "load_datalists"]
+__all__ = ["DataError", "TwoStreamLoader", "check_datalist", "list_images", "load_datalist"]
 
 logger = logging.getLogger(__name__)
 
@@ -133,23 +133,6 @@ def load_datalist(
     return _datalist.load_datalist(datalist_file or os.path.join(dataset_dir, "datalist.json"), key, _check_item,
                                    num_classes=num_classes, spatial_dims=2, check_files=check_files, limit=limit,
                                    class_names=class_names)
-
-
-def load_datalists(dataset_dir: str, num_classes: int = 2, generate_phantom: bool = False,
-                   keys: Sequence[str] = _datalist.SPLITS, limits: dict | None = None,
-                   class_names: Sequence[str] | None = None) -> dict[str, list[dict]]:
-    """Every list of the dataset in ``dataset_dir`` (``{key: items}``), checked once: the configs' ``datalists``.
-
-    Args:
-        dataset_dir: the prepared dataset folder.
-        num_classes: classes a label may hold.
-        generate_phantom: generate the bundle's synthetic phantom dataset into ``dataset_dir`` if it is missing.
-        keys: the lists to load (an absent or empty one gives ``[]``).
-        limits: ``{key: n}`` keeps only the first ``n`` items of a list (quick runs).
-        class_names: the classes' names, for the warning about a declared class that no label holds.
-    """
-    return _datalist.load_datalists(load_datalist, keys, limits, dataset_dir=dataset_dir, num_classes=num_classes,
-                                    generate_phantom=generate_phantom, class_names=class_names)
 
 
 def list_images(inputs: str | Sequence[str], output_keys: str = "image") -> list[dict]:
