@@ -24,7 +24,16 @@ from monai.data import load_decathlon_datalist
 
 from .errors import DataError
 
-__all__ = ["MIN_SIDE", "SPLITS", "check_datalist", "check_image_content", "load_datalist", "load_datalists", "resolve_items"]
+__all__ = [
+    "MIN_SIDE",
+    "SPLITS",
+    "check_datalist",
+    "check_image_content",
+    "check_label_values",
+    "load_datalist",
+    "load_datalists",
+    "resolve_items",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -134,6 +143,27 @@ def _check_structure(content: Any, path: Path, required: Sequence[str], spatial_
                     f"{what} in {path} must be {spatial_dims} positive numbers (mm), got {sp!r} "
                     "(or set \"spacing_known\": false)."
                 )
+
+
+def check_label_values(label: np.ndarray, num_classes: int, what: str, path: str | os.PathLike) -> np.ndarray:
+    """The distinct values of ``label``, which must be class indices ``0..num_classes-1``.
+
+    Raises:
+        DataError: naming the values outside the declared classes (first 8, as integers where they are), the
+            file and what to do (0/255 masks are converted by ``scripts/prepare_data.py``).
+    """
+    values = np.unique(label)
+    if not np.issubdtype(values.dtype, np.number) and values.dtype != np.bool_:
+        raise DataError(f"{what} has data type {values.dtype}; expected class indices: {path}")
+    values = values.astype(np.float64)
+    bad = values[(values < 0) | (values >= num_classes) | (values != np.round(values)) | ~np.isfinite(values)]
+    if bad.size:
+        shown = [int(v) if np.isfinite(v) and v == np.round(v) else float(v) for v in bad[:8]]
+        raise DataError(
+            f"{what} has values {shown} outside the declared classes 0..{num_classes - 1}: {path} (labels must be "
+            "integer class indices; prepare 0/255 masks with scripts/prepare_data.py)"
+        )
+    return values
 
 
 def _check_classes(present: set[int], num_classes: int, class_names: Sequence[str] | None, path: Path) -> None:

@@ -6,6 +6,7 @@ Run as a file (it is a repository tool, not a package, and imports no bundle cod
 
     python scripts/prepare_data.py busi   --source ../shared/data/BUSI --output data/busi
     python scripts/prepare_data.py ddti   --source ../shared/data/DDTI --output data/ddti
+    python scripts/prepare_data.py ddti   --source ../shared/data/DDTI,../shared/data/DDTI_more --output data/ddti_all
     python scripts/prepare_data.py hc18   --source ../shared/data/HC18 --output data/hc18
     python scripts/prepare_data.py switch --source /data/BUSI --output data/busi_switch --labeled_ratio 0.05
     python scripts/prepare_data.py folder --images imgs/ --labels masks/ --output data/mine
@@ -22,6 +23,9 @@ it is complete; a failed run leaves the output folder exactly as it was. The out
 empty (or absent) unless ``--overwrite True``, which replaces the dataset an earlier run prepared there
 as a whole (the two are never mixed). A non-empty folder that is not such a dataset (no
 ``datalist.json``, or files this tool does not write) is refused, never deleted.
+
+``busi`` and ``ddti`` take several source folders of one layout separated by commas (``BUSI`` and
+``BUSI_more``): they are read as one dataset and split together, so no folder is copied by hand.
 
 Splits:
 

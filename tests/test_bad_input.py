@@ -207,33 +207,78 @@ def _size_the_network_cannot_take(bundle: str, option: tuple, configs: tuple = (
     return setup
 
 
+def _small_dataset(tmp: Path, bundle: str, *, kind: str = "fine", n: int = 3, label_value: int = 1) -> Path:
+    """A prepared dataset of ``n`` 32-pixel images (2D PNG or 3D NIfTI): two labelled, the rest validation.
+
+    ``kind`` makes the second labelled image ``constant`` (uniform grey) or ``tiny`` (4 pixels on a side);
+    ``label_value`` is the class its labels hold.
+    """
+    data = tmp / "data"
+    (data / "images").mkdir(parents=True)
+    (data / "labels").mkdir()
+    rng = np.random.default_rng(0)
+    items = []
+    for i in range(n):
+        side = 4 if (kind == "tiny" and i == 1) else 32
+        shape = (side, side) if bundle == "switch_us" else (side, side, 16)
+        image = rng.integers(1, 255, shape).astype(np.uint8)
+        if kind == "constant" and i == 1:
+            image[:] = 128
+        label = np.zeros(shape, np.uint8)
+        label[: side // 2, : side // 2] = label_value
+        if bundle == "switch_us":
+            Image.fromarray(image).save(data / "images" / f"c{i}.png")
+            Image.fromarray(label).save(data / "labels" / f"c{i}.png")
+            items.append({"image": f"images/c{i}.png", "label": f"labels/c{i}.png", "case": f"c{i}"})
+        else:
+            nib.save(nib.Nifti1Image(image.astype(np.float32), np.eye(4)), str(data / "images" / f"c{i}.nii.gz"))
+            nib.save(nib.Nifti1Image(label, np.eye(4)), str(data / "labels" / f"c{i}.nii.gz"))
+            items.append({"image": f"images/c{i}.nii.gz", "label": f"labels/c{i}.nii.gz", "case": f"c{i}"})
+    (data / "datalist.json").write_text(json.dumps({"labeled": items[:2], "validation": items[2:], "test": []}))
+    return data
+
+
 def _degenerate_image(bundle: str, kind: str) -> Callable[[Path], Trial]:
     """A prepared dataset whose second labelled image is constant (uniform grey) or tiny (4 pixels on a side)."""
 
     def setup(tmp: Path) -> Trial:
         root = _bundle_copy(tmp, bundle)
-        data = tmp / "data"
-        (data / "images").mkdir(parents=True)
-        (data / "labels").mkdir()
-        rng = np.random.default_rng(0)
-        items = []
-        for i in range(3):
-            side = 4 if (kind == "tiny" and i == 1) else 32
-            shape = (side, side) if bundle == "switch_us" else (side, side, 16)
-            image = rng.integers(1, 255, shape).astype(np.uint8)
-            if kind == "constant" and i == 1:
-                image[:] = 128
-            label = np.zeros(shape, np.uint8)
-            label[: side // 2, : side // 2] = 1
-            if bundle == "switch_us":
-                Image.fromarray(image).save(data / "images" / f"c{i}.png")
-                Image.fromarray(label).save(data / "labels" / f"c{i}.png")
-                items.append({"image": f"images/c{i}.png", "label": f"labels/c{i}.png", "case": f"c{i}"})
-            else:
-                nib.save(nib.Nifti1Image(image.astype(np.float32), np.eye(4)), str(data / "images" / f"c{i}.nii.gz"))
-                nib.save(nib.Nifti1Image(label, np.eye(4)), str(data / "labels" / f"c{i}.nii.gz"))
-                items.append({"image": f"images/c{i}.nii.gz", "label": f"labels/c{i}.nii.gz", "case": f"c{i}"})
-        (data / "datalist.json").write_text(json.dumps({"labeled": items[:2], "validation": items[2:], "test": []}))
+        data = _small_dataset(tmp, bundle, kind=kind)
+        run = _bundle_run(root, ["configs/train.yaml", "configs/demo.yaml"], "--dataset_dir", data)
+        return Trial(run, (tmp,))
+
+    return setup
+
+
+def _more_classes_than_declared(bundle: str) -> Callable[[Path], Trial]:
+    """Labels that hold class 2 where the config declares two classes (background and one foreground)."""
+
+    def setup(tmp: Path) -> Trial:
+        root = _bundle_copy(tmp, bundle)
+        data = _small_dataset(tmp, bundle, label_value=2)
+        run = _bundle_run(root, ["configs/train.yaml", "configs/demo.yaml"], "--dataset_dir", data)
+        return Trial(run, (tmp,))
+
+    return setup
+
+
+def _from_the_repository_root(bundle: str, config: str) -> Callable[[Path], Trial]:
+    """The bundle started from the folder above ``bundles/`` (its configs named by path, no --bundle_root)."""
+
+    def setup(tmp: Path) -> Trial:
+        _bundle_copy(tmp / "bundles", bundle)
+        return Trial(_bundle_run(tmp, [f"bundles/{bundle}/configs/{config}"]), (tmp,))
+
+    return setup
+
+
+def _models_folder_is_a_file(bundle: str) -> Callable[[Path], Trial]:
+    """An output location that cannot be written (``models`` is a file): refused before any training."""
+
+    def setup(tmp: Path) -> Trial:
+        root = _bundle_copy(tmp, bundle)
+        (root / "models").write_text("not a folder")
+        data = _small_dataset(tmp, bundle)
         run = _bundle_run(root, ["configs/train.yaml", "configs/demo.yaml"], "--dataset_dir", data)
         return Trial(run, (tmp,))
 
@@ -257,6 +302,15 @@ BUNDLE_CASES = [
              r"DataError: labeled image has one constant intensity \(128 everywhere\).*c1\.", BundleRunError),
         Case(f"{bundle}-tiny-training-image", _degenerate_image(bundle, "tiny"),
              r"DataError: labeled image is 4 x 4.* smaller than 8 on a side.*c1\.", BundleRunError),
+        Case(f"{bundle}-labels-hold-more-classes-than-declared", _more_classes_than_declared(bundle),
+             r"DataError: labeled label has values \[2\] outside the declared classes 0\.\.1: .*c0\.", BundleRunError),
+        Case(f"{bundle}-train-from-the-repository-root", _from_the_repository_root(bundle, "train.yaml"),
+             rf"BundleFolderError: .* is not the {bundle} bundle folder .*cd bundles/{bundle}.*--bundle_root",
+             BundleRunError),
+        Case(f"{bundle}-inference-from-the-repository-root", _from_the_repository_root(bundle, "inference.yaml"),
+             rf"BundleFolderError: .* is not the {bundle} bundle folder", BundleRunError),
+        Case(f"{bundle}-models-folder-not-writable", _models_folder_is_a_file(bundle),
+             r"ConfigValueError: the output folder .*models is a file, not a folder", BundleRunError),
     )
 ] + [
     Case("switch_us-image-size-100", _size_the_network_cannot_take("switch_us", ("--image_size", 100)),
@@ -586,3 +640,143 @@ def test_overwrite_replaces_the_prepared_dataset_as_a_whole(tmp_path: Path) -> N
     assert {p for p in on_disk if p.startswith("images/")} == images and len(images) == 6
     assert all(p.startswith(("images/new", "labels/new")) for p in on_disk - {"datalist.json"}), on_disk  # none stale
     assert sorted(p.name for p in tmp_path.iterdir()) == ["first", "out", "second"]  # no temporary folder left
+
+
+# ---------------------------------------------------------------------------------------------
+# inputs the bundles take rather than refuse: each row checks they are taken correctly
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Handled:
+    """A row of the second table: ``check(tmp)`` gives a bundle the input and asserts the outcome."""
+
+    id: str
+    check: Callable[[Path], None]
+
+
+def _bundle_python(root: Path, code: str) -> dict:
+    """Run ``code`` (which prints one JSON object last) with the bundle copy ``root`` as working folder."""
+    proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return {**json.loads(proc.stdout.strip().splitlines()[-1]), "stderr": proc.stderr}
+
+
+_PIPELINE_STATS = """
+import json, sys
+from monai.bundle import ConfigParser
+configs, keys, overrides = {configs!r}, {keys!r}, {overrides!r}
+parser = ConfigParser()
+parser.read_config(configs)
+parser.update(overrides)
+sys.path.insert(0, ".")
+out = {{}}
+for key in keys:
+    item = parser.get_parsed_content(key)(dict({item!r}))
+    image = item["image"].float()
+    out[key] = [float(image.min()), float(image.max()), float(image.mean()), float(image.std())]
+print(json.dumps(out))
+"""
+
+
+def _sixteen_bit_png(tmp: Path) -> None:
+    """A 16-bit PNG (values up to 4095, as many ultrasound and X-ray exports) is scaled, not clipped white."""
+    root = _bundle_copy(tmp, "switch_us")
+    values = np.linspace(0, 4095, 64 * 64).reshape(64, 64).astype(np.uint16)
+    Image.fromarray(values).save(tmp / "u16.png")
+    Image.fromarray((values > 2000).astype(np.uint8)).save(tmp / "u16_label.png")
+    item = {"image": str(tmp / "u16.png"), "label": str(tmp / "u16_label.png")}
+    for configs, keys in ((["configs/train.yaml"], ["validate#preprocessing"]), (["configs/inference.yaml"], ["preprocessing"])):
+        stats = _bundle_python(root, _PIPELINE_STATS.format(configs=configs, keys=keys, overrides={"image_size": 64}, item=item))
+        for key in keys:
+            low, high, mean, _ = stats[key]
+            assert low == 0.0 and high <= 4095 / 65535 + 1e-4 and 0.02 < mean < 0.04, (configs, key, stats[key])
+
+
+def _volume_in_hounsfield_units(tmp: Path) -> None:
+    """A CT volume in Hounsfield units reaches the network z-scored (LA) or in [0, 1] (ACDC), in every pipeline."""
+    root = _bundle_copy(tmp, "crossmatch_3d")
+    rng = np.random.default_rng(0)
+    volume = rng.normal(40.0, 400.0, (48, 48, 32)).astype(np.float32)  # HU-like: mean 40, SD 400
+    nib.save(nib.Nifti1Image(volume, np.eye(4)), str(tmp / "ct.nii.gz"))
+    nib.save(nib.Nifti1Image((volume > 0).astype(np.uint8), np.eye(4)), str(tmp / "ct_label.nii.gz"))
+    item = {"image": str(tmp / "ct.nii.gz"), "label": str(tmp / "ct_label.nii.gz")}
+    la = _bundle_python(root, _PIPELINE_STATS.format(
+        configs=["configs/train.yaml"], keys=["validate#preprocessing", "train#preprocessing"],
+        overrides={"roi_size": [32, 32, 16]}, item=item))
+    inference = _bundle_python(root, _PIPELINE_STATS.format(configs=["configs/inference.yaml"], keys=["preprocessing"],
+                                                             overrides={}, item={"image": item["image"]}))
+    for stats in (la["validate#preprocessing"], inference["preprocessing"]):
+        assert abs(stats[2]) < 1e-3 and abs(stats[3] - 1.0) < 1e-3, stats
+    assert abs(la["train#preprocessing"][2]) < 0.3 and 0.7 < la["train#preprocessing"][3] < 1.3  # a crop of it
+    acdc = _bundle_python(root, _PIPELINE_STATS.format(configs=["configs/train.yaml", "configs/acdc.yaml"],
+                                                        keys=["validate#preprocessing"], overrides={}, item=item))
+    low, high, _, _ = acdc["validate#preprocessing"]
+    assert low == 0.0 and high == 1.0, acdc
+
+
+def _declared_class_no_label_holds(bundle: str) -> Callable[[Path], None]:
+    """Three declared classes, labels holding only class 1: the data check names class 2 in a warning."""
+
+    def check(tmp: Path) -> None:
+        root = _bundle_copy(tmp, bundle)
+        data = _small_dataset(tmp, bundle)
+        code = (
+            "import json, logging\nfrom monai.bundle import ConfigParser\nlogging.basicConfig()\n"
+            "p = ConfigParser()\np.read_config(['configs/train.yaml'])\n"
+            f"p.update({{'dataset_dir': {str(data)!r}, 'num_classes': 3, 'class_names': ['background', 'lesion', 'cyst']}})\n"
+            "lists = p.get_parsed_content('datalists')\nprint(json.dumps({'labeled': len(lists['labeled'])}))"
+        )
+        out = _bundle_python(root, code)
+        assert out["labeled"] == 2
+        assert re.search(r"declares 3 classes .*no label of .*datalist\.json holds class 2 \(cyst\)", out["stderr"]), out
+
+    return check
+
+
+def _ctrl_c(bundle: str) -> Callable[[Path], None]:
+    """Ctrl-C (SIGINT) during training: one line that says where the checkpoint is and that the command resumes."""
+
+    def check(tmp: Path) -> None:
+        import os
+        import signal
+        import time
+
+        root = _bundle_copy(tmp, bundle)
+        data = _small_dataset(tmp, bundle)
+        env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+        env.pop("SSL_BUNDLES_TRACEBACK", None)
+        configs = ["configs/train.yaml", "configs/demo.yaml"]
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "monai.bundle", "run", "--config_file", repr(configs), "--dataset_dir", str(data),
+             "--run_name", "interrupted"],
+            cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )
+        marker = root / "runs" / "interrupted" / "RUNNING"
+        deadline = time.monotonic() + 240
+        while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(2.0)  # into the data check or the first iterations
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode != 0 and "Traceback" not in err, err[-3000:]
+        last = err.strip().splitlines()[-1]
+        expected = os.path.join(str(root / "runs" / "interrupted"), "models")
+        assert last == (f"stopped (Ctrl-C): the run's checkpoint is in {expected}; the same command resumes it "
+                        "(a finished evaluation or inference run is simply rerun)."), err[-3000:]
+
+    return check
+
+
+HANDLED = [
+    Handled("switch_us-16-bit-png", _sixteen_bit_png),
+    Handled("crossmatch_3d-volume-in-hounsfield-units", _volume_in_hounsfield_units),
+    *(Handled(f"{bundle}-declared-class-that-no-label-holds", _declared_class_no_label_holds(bundle))
+      for bundle in ("switch_us", "crossmatch_3d")),
+    *(Handled(f"{bundle}-ctrl-c-during-training", _ctrl_c(bundle)) for bundle in ("switch_us", "crossmatch_3d")),
+]
+
+
+@pytest.mark.parametrize("case", HANDLED, ids=[case.id for case in HANDLED])
+def test_handled_input(case: Handled, tmp_path: Path) -> None:
+    case.check(tmp_path)

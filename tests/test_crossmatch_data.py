@@ -133,7 +133,7 @@ DEFECTS = {
     "missing_label": ("not found", "label"),
     "truncated_label": ("cannot be read", "label"),
     "shape_mismatch": ("differs from its image shape", "label"),
-    "label_out_of_range": (r"values \[5\.0\] outside the declared classes 0\.\.1", "label"),
+    "label_out_of_range": (r"values \[5\] outside the declared classes 0\.\.1", "label"),
     "label_non_integer": (r"values \[0\.5\] outside the declared classes", "label"),
     "label_one_hot": ("one map of class indices", "label"),
     "image_2d": ("expects 3D volumes", "image"),

@@ -308,6 +308,35 @@ def test_busi_masks_union_and_datalist(busi_root: Path, tmp_path: Path) -> None:
     assert not any(e["case"].startswith("normal") for k in pdt.LIST_KEYS for e in no_normal[k])
 
 
+def test_several_source_folders_are_merged_into_one_dataset(ddti_root: Path, busi_root: Path, tmp_path: Path) -> None:
+    """``--source a,b`` (BUSI + BUSI_more, DDTI + DDTI_more): one dataset, a patient's images in one list."""
+    more = tmp_path / "DDTI_more"
+    for stem in ["5_3", "7_1", "8_1(1)", "8_1(2)"]:  # patient 5 also has images in the first folder
+        _png(more / "cropped" / f"{stem}.png", _grey_rgb()[..., 0])
+        (more / "mask").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(RECT_A.astype(np.uint8) * 255).save(more / "mask" / f"{stem}.gif")
+    for seed in range(3):
+        path = pdt.ddti(f"{ddti_root},{more}", str(tmp_path / f"d{seed}"), seed=seed, labeled_ratio=0.5)
+        dl = _read_datalist(path)
+        _assert_disjoint(dl)
+        per_list = {k: {e["image"] for e in dl[k]} for k in pdt.LIST_KEYS}
+        assert sum(len(v) for v in per_list.values()) == 14
+        home = {e["case"]: k for k in pdt.LIST_KEYS for e in dl[k]}
+        assert {"images/5_1_1.png", "images/5_2.png", "images/5_3.png"} <= per_list[home["5"]]
+        assert dl["source"]["path"] == f"{ddti_root.resolve()},{more.resolve()}"
+        assert f"--source {ddti_root.resolve()},{more.resolve()}" in dl["source"]["tool"]
+    # a list works too (the Python API), and the same BUSI image in two folders is refused by name
+    copy = tmp_path / "BUSI_copy" / "Dataset_BUSI_with_GT" / "benign"
+    copy.mkdir(parents=True)
+    for name in ("benign (1).png", "benign (1)_mask.png"):
+        (copy / name).write_bytes((busi_root / "Dataset_BUSI_with_GT" / "benign" / name).read_bytes())
+    with pytest.raises(pdt.DatasetPreparationError, match=r"benign \(1\)\.png: maps to the same id 'benign_001'"):
+        pdt.busi([str(busi_root), str(tmp_path / "BUSI_copy")], str(tmp_path / "b"))
+    with pytest.raises(pdt.DatasetPreparationError, match="source folder given twice"):
+        pdt.ddti(f"{ddti_root},{ddti_root}", str(tmp_path / "twice"))
+    assert not (tmp_path / "b").exists() and not (tmp_path / "twice").exists()
+
+
 def test_ddti_groups_by_patient(ddti_root: Path, tmp_path: Path) -> None:
     for seed in range(4):
         dl = _read_datalist(

@@ -57,8 +57,31 @@ def _read_image_and_masks(image: Path, masks: Sequence[Path]) -> tuple[np.ndarra
     return grey, union.astype(np.uint8)
 
 
+def _check_sources(source: str | Sequence[str], what: str) -> list[Path]:
+    """The source folders of a converter: one path, several separated by commas, or a list.
+
+    Several folders of one layout (``BUSI`` and ``BUSI_more``) are read as one dataset and split together, so
+    nobody copies folders by hand; an image ID found in two of them is refused by name.
+    """
+    if isinstance(source, (list, tuple)):
+        parts = [str(part) for part in source]
+    else:
+        parts = [part.strip() for part in str(source).split(",")] if source is not None else [""]
+    parts = [part for part in parts if part] or [""]
+    folders = [_check_dir(part, what) for part in parts]
+    duplicates = sorted({str(f) for f in folders if folders.count(f) > 1})
+    if duplicates:
+        raise _error(duplicates[0], f"{what} folder given twice")
+    return folders
+
+
+def _source_string(folders: Sequence[Path]) -> str:
+    """The source folders as the datalist records them (comma-separated)."""
+    return ",".join(str(f) for f in folders)
+
+
 def busi(
-    source: str,
+    source: str | Sequence[str],
     output: str,
     exclude_normal: bool = False,
     seed: int = 0,
@@ -74,7 +97,8 @@ def busi(
     Each image is its own case (``benign_001``); the lesion label is the union of all masks of an image.
 
     Args:
-        source: the folder holding ``Dataset_BUSI_with_GT`` (or that folder itself).
+        source: the folder holding ``Dataset_BUSI_with_GT`` (or that folder itself); several such folders
+            separated by commas (``../shared/data/BUSI,../shared/data/BUSI_more``) are merged into one dataset.
         output: the output folder.
         exclude_normal: drop the ``normal`` class (its masks are empty).
         seed: seed of the split.
@@ -89,10 +113,11 @@ def busi(
     Returns:
         The path of ``datalist.json``.
     """
-    src = _check_dir(source, "source")
-    root = src / "Dataset_BUSI_with_GT" if (src / "Dataset_BUSI_with_GT").is_dir() else src
+    sources = _check_sources(source, "source")
     items = []
-    for class_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+    roots = [src / "Dataset_BUSI_with_GT" if (src / "Dataset_BUSI_with_GT").is_dir() else src for src in sources]
+    class_dirs = [p for root in roots for p in sorted(q for q in root.iterdir() if q.is_dir())]
+    for class_dir in class_dirs:
         cls = _safe_id(class_dir.name.lower())
         if exclude_normal and cls == "normal":
             continue
@@ -113,14 +138,14 @@ def busi(
             reader = functools.partial(_read_image_and_masks, image, masks)
             probe = functools.partial(probe_2d, image, masks, "mask")
             items.append(Item(uid, uid, image, reader, label=masks[0], probe=probe))
-    _require_items(items, root)
+    _require_items(items, roots[0])
     _check_unique_uids(items)
-    out = _prepare_output(output, [src], overwrite)
+    out = _prepare_output(output, sources, overwrite)
     assignment = split_cases(
         (it.case for it in items), labeled_ratio=labeled_ratio, val_ratio=val_ratio, test_ratio=test_ratio, seed=seed
     )
     options = {
-        "source": source,
+        "source": _source_string(sources),
         "output": output,
         "exclude_normal": exclude_normal,
         "seed": seed,
@@ -136,14 +161,32 @@ def busi(
         {"0": "background", "1": "lesion"},
         None,
         False,
-        {"format": "busi", "path": str(src), "tool": _tool_string("busi", options)},
+        {"format": "busi", "path": _source_string(sources), "tool": _tool_string("busi", options)},
     )
     split = _seeded_split_meta(seed, "image", labeled_ratio, val_ratio, test_ratio)
     return _run(items, assignment, out=out, meta=meta, split=split, num_classes=2, log_every=log_every)
 
 
+def _ddti_items(images_dir: Path, masks_dir: Path) -> list[Item]:
+    """The DDTI crops of one ``cropped/`` folder with their ``mask/`` files; a patient is the number before ``_``."""
+    items = []
+    for image in sorted(images_dir.glob("*.png")):
+        mask = masks_dir / f"{image.stem}.gif"
+        if not mask.exists() and (masks_dir / f"{image.stem}.png").exists():
+            mask = masks_dir / f"{image.stem}.png"
+        if not mask.exists():
+            raise _error(image, f"image without its mask (expected {mask})")
+        case = image.stem.split("_", 1)[0]
+        case = str(int(case)) if case.isdigit() else case  # "007" and "7" are one patient
+        uid = _safe_id(image.stem.replace("(", "_").replace(")", ""))
+        reader = functools.partial(_read_image_and_masks, image, [mask])
+        probe = functools.partial(probe_2d, image, [mask], "mask")
+        items.append(Item(uid, case, image, reader, label=mask, probe=probe))
+    return items
+
+
 def ddti(
-    source: str,
+    source: str | Sequence[str],
     output: str,
     seed: int = 0,
     labeled_ratio: float = 0.1,
@@ -159,7 +202,9 @@ def ddti(
     in one list.
 
     Args:
-        source: the folder holding ``cropped/`` and ``mask/``.
+        source: the folder holding ``cropped/`` and ``mask/``; several such folders separated by commas
+            (``../shared/data/DDTI,../shared/data/DDTI_more``) are merged into one dataset, a patient's images
+            from any of them landing in one list.
         output: the output folder.
         seed: seed of the split.
         labeled_ratio: labelled fraction of the training cases.
@@ -173,30 +218,19 @@ def ddti(
     Returns:
         The path of ``datalist.json``.
     """
-    src = _check_dir(source, "source")
-    images_dir = _check_dir(src / "cropped", "image (cropped/)")
-    masks_dir = _check_dir(src / "mask", "mask")
+    sources = _check_sources(source, "source")
+    folders = [(_check_dir(src / "cropped", "image (cropped/)"), _check_dir(src / "mask", "mask")) for src in sources]
     items = []
-    for image in sorted(images_dir.glob("*.png")):
-        mask = masks_dir / f"{image.stem}.gif"
-        if not mask.exists() and (masks_dir / f"{image.stem}.png").exists():
-            mask = masks_dir / f"{image.stem}.png"
-        if not mask.exists():
-            raise _error(image, f"image without its mask (expected {mask})")
-        case = image.stem.split("_", 1)[0]
-        case = str(int(case)) if case.isdigit() else case  # "007" and "7" are one patient
-        uid = _safe_id(image.stem.replace("(", "_").replace(")", ""))
-        reader = functools.partial(_read_image_and_masks, image, [mask])
-        probe = functools.partial(probe_2d, image, [mask], "mask")
-        items.append(Item(uid, case, image, reader, label=mask, probe=probe))
-    _require_items(items, images_dir)
+    for images_dir, masks_dir in folders:
+        items += _ddti_items(images_dir, masks_dir)
+    _require_items(items, folders[0][0])
     _check_unique_uids(items)
-    out = _prepare_output(output, [src], overwrite)
+    out = _prepare_output(output, sources, overwrite)
     assignment = split_cases(
         (it.case for it in items), labeled_ratio=labeled_ratio, val_ratio=val_ratio, test_ratio=test_ratio, seed=seed
     )
     options = {
-        "source": source,
+        "source": _source_string(sources),
         "output": output,
         "seed": seed,
         "labeled_ratio": labeled_ratio,
@@ -211,7 +245,7 @@ def ddti(
         {"0": "background", "1": "nodule"},
         None,
         False,
-        {"format": "ddti", "path": str(src), "tool": _tool_string("ddti", options)},
+        {"format": "ddti", "path": _source_string(sources), "tool": _tool_string("ddti", options)},
     )
     split = _seeded_split_meta(seed, "patient", labeled_ratio, val_ratio, test_ratio)
     return _run(items, assignment, out=out, meta=meta, split=split, num_classes=2, log_every=log_every)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -163,17 +163,7 @@ def _check_item(item: dict, split: str, num_classes: int, spatial_dims: int) -> 
     lab = _spatial(raw, lab_path, what, spatial_dims)
     if lab.shape != shape:
         raise DataError(f"{what} shape {lab.shape} differs from its image shape {shape}: {lab_path} vs {img_path}")
-    values = np.unique(lab)
-    if not np.issubdtype(values.dtype, np.number) and values.dtype != np.bool_:
-        raise DataError(f"{what} has data type {values.dtype}; expected class indices: {lab_path}")
-    values = values.astype(np.float64)
-    bad = values[(values < 0) | (values >= num_classes) | (values != np.round(values)) | ~np.isfinite(values)]
-    if bad.size:
-        raise DataError(
-            f"{what} has values {bad[:8].tolist()} outside the declared classes 0..{num_classes - 1} (labels must be "
-            f"integer class indices; prepare 0/255 masks with scripts/prepare_data.py): {lab_path}"
-        )
-    return values
+    return _datalist.check_label_values(lab, num_classes, what, lab_path)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -312,10 +302,12 @@ class SliceDataset(Dataset):
         keys: the image key, then the label key(s) to read when an item has them.
         min_foreground: keep only the slices of labelled volumes with at least this many foreground (> 0) pixels
             (0 keeps every slice; slices of unlabelled volumes are always kept).
+        intensity: a dictionary transform applied to each whole volume's ``image`` when it is read (for example
+            ``scripts.common.intensity.ScaleToUnitd``), as the evaluation applies it to the whole test volume.
     """
 
     def __init__(self, data: Sequence[dict], transform: Any = None, keys: Sequence[str] = ("image", "label"),
-                 min_foreground: int = 0) -> None:
+                 min_foreground: int = 0, intensity: Callable | None = None) -> None:
         self.transform = transform
         self.keys = tuple(keys)
         self.min_foreground = int(min_foreground)
@@ -333,6 +325,8 @@ class SliceDataset(Dataset):
                     continue
                 what = "image" if i == 0 else k
                 arr = _spatial(_load_array(item[k], what), Path(item[k]), what, 3)
+                if i == 0 and intensity is not None:
+                    arr = np.asarray(intensity({k: torch.as_tensor(arr, dtype=torch.float32)})[k])
                 arr = np.ascontiguousarray(np.moveaxis(arr, -1, 0))  # (Z, H, W): every slice contiguous
                 arrays[k] = arr.astype(np.float32 if i == 0 else np.uint8, copy=False)
             shape = arrays[self.keys[0]].shape

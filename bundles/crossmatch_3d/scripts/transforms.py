@@ -8,7 +8,7 @@ photometric, on the images only, and are written to ``image_s1`` / ``image_s2`` 
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -164,6 +164,11 @@ def load_transforms(keys: Sequence[str] = ("image", "label"), allow_missing_keys
     return ops
 
 
+def _optional(transform: Callable | None) -> list:
+    """``[transform]``, or nothing when it is ``None``."""
+    return [] if transform is None else [transform]
+
+
 def _la_geometric(keys: Sequence[str], roi_size: Sequence[int]) -> list:
     return [
         RandRotFlipd(keys=list(keys)),
@@ -184,15 +189,15 @@ def _la_strong(key: str, bias_coeff: float = 0.5, log_gamma: float = 0.5, sigma:
     ]
 
 
-def la_train_transforms(roi_size: Sequence[int] = (112, 112, 80)) -> Compose:
-    """Labelled LA stream: load, RandomRotFlip, pad + random crop to ``roi_size``."""
+def la_train_transforms(roi_size: Sequence[int] = (112, 112, 80), intensity: Callable | None = None) -> Compose:
+    """Labelled LA stream: load, ``intensity`` (whole volume), RandomRotFlip, pad + random crop to ``roi_size``."""
     keys = ("image", "label")
-    return Compose(load_transforms(keys) + _la_geometric(keys, roi_size))
+    return Compose(load_transforms(keys) + _optional(intensity) + _la_geometric(keys, roi_size))
 
 
-def la_unlabeled_transforms(roi_size: Sequence[int] = (112, 112, 80)) -> Compose:
+def la_unlabeled_transforms(roi_size: Sequence[int] = (112, 112, 80), intensity: Callable | None = None) -> Compose:
     """Unlabelled LA stream: the weak view ``image`` plus two independent strong views ``image_s1``/``image_s2``."""
-    ops = load_transforms(("image",)) + _la_geometric(("image",), roi_size)
+    ops = load_transforms(("image",)) + _optional(intensity) + _la_geometric(("image",), roi_size)
     ops.append(CopyItemsd(keys="image", times=2, names=list(STRONG_KEYS)))
     for key in STRONG_KEYS:
         ops += _la_strong(key)

@@ -79,14 +79,7 @@ def _check_item(item: dict, split: str, num_classes: int, spatial_dims: int = 2)
         raise DataError(
             f"{split} label size {lab.shape} differs from its image size {img.shape[:2]}: {lab_path} vs {img_path}"
         )
-    values = np.unique(lab)
-    bad = values[(values < 0) | (values >= num_classes) | (values != np.round(values))]
-    if bad.size:
-        raise DataError(
-            f"{split} label has values {bad[:8].tolist()} outside the declared classes 0..{num_classes - 1}: {lab_path}"
-            " (labels must be class indices; prepare 0/255 masks with scripts/prepare_data.py)"
-        )
-    return values
+    return _datalist.check_label_values(lab, num_classes, f"{split} label", lab_path)
 
 
 def check_datalist(datalist_file: str | os.PathLike, num_classes: int = 2, required: Sequence[str] = ("labeled",),

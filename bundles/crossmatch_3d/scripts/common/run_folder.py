@@ -88,7 +88,8 @@ def check_writable(folders: list[str | os.PathLike]) -> None:
         while not existing.exists() and existing.parent != existing:
             existing = existing.parent
         if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-            what = "is not writable" if existing == path else f"cannot be created ({existing} is not writable)"
+            problem = "is a file, not a folder" if not existing.is_dir() else "is not writable"
+            what = problem if existing == path else f"cannot be created ({existing} {problem})"
             raise ConfigValueError(
                 f"the output folder {path} {what}: the run would fail after its work. Make it writable, or point the "
                 "run elsewhere (--bundle_root for runs/ and models/, --publish_model False to leave models/ alone)."
