@@ -10,6 +10,11 @@ the trial's watched folders (names and bytes of every file; an absent folder mus
 trial, expects the error (a few lines at most, no traceback from the command line) and compares the
 snapshots. A failed run must also leave no temporary sibling folder (``<output>.partial-*``) behind.
 
+A second table, :data:`HANDLED`, holds the inputs the bundles take rather than refuse, each with the check that
+they are taken correctly: a 16-bit PNG or a CT volume in Hounsfield units reaches the network on the trained
+scale, a declared class that no label holds is named in a warning, Ctrl-C stops in one line that says how to
+resume, a few-iteration trial run leaves the published ``models/model.pt`` alone.
+
 To add a case: write a ``setup(tmp: Path) -> Trial`` beside the others (reuse the small source builders) and
 append a row to ``CASES``; a tool other than ``prepare_data.py`` sets ``raises`` to its own error class, or
 uses :func:`_cli` to run its command line.
@@ -211,7 +216,8 @@ def _small_dataset(tmp: Path, bundle: str, *, kind: str = "fine", n: int = 3, la
     """A prepared dataset of ``n`` 32-pixel images (2D PNG or 3D NIfTI): two labelled, the rest validation.
 
     ``kind`` makes the second labelled image ``constant`` (uniform grey) or ``tiny`` (4 pixels on a side);
-    ``label_value`` is the class its labels hold.
+    ``label_value`` is the class its labels hold. With ``n >= 5`` every list is filled (unlabelled, validation and
+    test items after the two labelled ones).
     """
     data = tmp / "data"
     (data / "images").mkdir(parents=True)
@@ -234,7 +240,10 @@ def _small_dataset(tmp: Path, bundle: str, *, kind: str = "fine", n: int = 3, la
             nib.save(nib.Nifti1Image(image.astype(np.float32), np.eye(4)), str(data / "images" / f"c{i}.nii.gz"))
             nib.save(nib.Nifti1Image(label, np.eye(4)), str(data / "labels" / f"c{i}.nii.gz"))
             items.append({"image": f"images/c{i}.nii.gz", "label": f"labels/c{i}.nii.gz", "case": f"c{i}"})
-    (data / "datalist.json").write_text(json.dumps({"labeled": items[:2], "validation": items[2:], "test": []}))
+    lists = {"labeled": items[:2], "validation": items[2:], "test": []}
+    if n >= 5:  # every list: two labelled, then unlabelled, validation and test items
+        lists = {"labeled": items[:2], "unlabeled": items[2:n - 2], "validation": items[n - 2:n - 1], "test": items[n - 1:]}
+    (data / "datalist.json").write_text(json.dumps(lists))
     return data
 
 
@@ -768,7 +777,39 @@ def _ctrl_c(bundle: str) -> Callable[[Path], None]:
     return check
 
 
+def _trial_run_keeps_the_published_model(bundle: str) -> Callable[[Path], None]:
+    """A few-iteration run (the schedule changed on the command line) leaves ``models/model.pt`` as it was."""
+
+    def check(tmp: Path) -> None:
+        import os
+
+        import torch
+
+        root = _bundle_copy(tmp, bundle)
+        data = _small_dataset(tmp, bundle, n=5)
+        (root / "models").mkdir()
+        (root / "models" / "model.pt").write_bytes(b"the user's good model")
+        schedule = (("--pretrain_iterations", 2, "--selftrain_iterations", 2, "--val_interval", 2)
+                    if bundle == "switch_us" else ("--max_iterations", 2, "--val_interval", 2))
+        env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+        proc = subprocess.run(
+            [sys.executable, "-m", "monai.bundle", "run", "--config_file", repr(["configs/train.yaml", "configs/demo.yaml"]),
+             "--dataset_dir", str(data), "--run_name", "trial", *map(str, schedule)],
+            cwd=root, capture_output=True, text=True, timeout=600, env=env,
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert (root / "models" / "model.pt").read_bytes() == b"the user's good model"
+        assert sorted(p.name for p in (root / "models").iterdir()) == ["model.pt"]
+        assert "models/model.pt is left as it is" in proc.stdout + proc.stderr
+        record = torch.load(root / "runs" / "trial" / "models" / "model.pt", map_location="cpu", weights_only=False)
+        assert record["settings"]["bundle"] == bundle and record["settings"]["num_classes"] == 2
+
+    return check
+
+
 HANDLED = [
+    *(Handled(f"{bundle}-trial-run-keeps-the-published-model", _trial_run_keeps_the_published_model(bundle))
+      for bundle in ("switch_us", "crossmatch_3d")),
     Handled("switch_us-16-bit-png", _sixteen_bit_png),
     Handled("crossmatch_3d-volume-in-hounsfield-units", _volume_in_hounsfield_units),
     *(Handled(f"{bundle}-declared-class-that-no-label-holds", _declared_class_no_label_holds(bundle))
