@@ -161,13 +161,13 @@ def _switch_like(workflow: str, cfg: dict, amp: bool, device: torch.device):
 
 def _infer2d(cfg: dict, amp: bool, device: torch.device):
     _import_bundle("switch_us")
-    from scripts.inferers import AmpInferer
+    from scripts.common.inference import AmpInferer
     from scripts.networks import UNet2D
 
     net = UNet2D(projector=False).to(device).eval()
     if amp:
         net = net.to(memory_format=torch.channels_last)
-    inferer = AmpInferer(amp=amp, channels_last=amp)
+    inferer = AmpInferer(amp=amp, channels_last=amp, softmax=False, fold_bn=False)
     x = torch.rand(cfg["batch"], 1, cfg["size"], cfg["size"], device=device)
 
     def step() -> None:
