@@ -39,7 +39,7 @@ def _errors(name: str):
 @pytest.mark.parametrize("name", NAMES)
 def test_summary_of_wrapped_input_and_config_errors(name):
     errors = _errors(name)
-    data_error = importlib.import_module("scripts.data").DataError
+    data_error = importlib.import_module("scripts.common.errors").DataError
     wrapped = _raised(data_error("input image not found: /x.png"),
                       RuntimeError("Failed to instantiate component 'scripts.data.list_images' with keywords: inputs"
                                    + SET_DEBUG))
@@ -104,7 +104,7 @@ def test_the_hook_reports_briefly_and_passes_other_errors_on(name, monkeypatch, 
     assert errors.install_error_summary([MAIN])  # installed once
     hook = sys.excepthook
     assert hook.error_summary
-    error = _raised(importlib.import_module("scripts.data").DataError("empty labeled list in d.json"))
+    error = _raised(importlib.import_module("scripts.common.errors").DataError("empty labeled list in d.json"))
     hook(type(error), error, error.__traceback__)
     assert capsys.readouterr().err.startswith("DataError: empty labeled list in d.json\n") and not seen
     other = _raised(KeyError("x"))

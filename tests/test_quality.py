@@ -247,7 +247,7 @@ def test_la_protocol_warns_on_full_resolution_data(tmp_path, caplog):
 def test_tiny_protocol_runs_end_to_end(tmp_path):
     """The real commands: two methods with a tiny budget on phantoms; the table holds both and their Dice."""
     import_bundle("switch_us")
-    from scripts.phantom import generate_phantom_dataset
+    from scripts.common.phantom_us import generate_phantom_dataset
 
     data = generate_phantom_dataset(tmp_path / "phantoms", num_labeled=4, num_unlabeled=8, num_validation=2,
                                     num_test=3, size=64)

@@ -18,10 +18,10 @@ import_bundle("switch_us")
 from scripts.common import errors  # noqa: E402
 from scripts.common.datalist import MIN_SIDE, check_datalist, check_image_content  # noqa: E402
 from scripts.common.errors import ConfigValueError, DataError  # noqa: E402
+from scripts.common.images2d import check_datalist as bundle_check_datalist  # noqa: E402
 from scripts.common.intensity import ScaleToUnitd, scale_to_unit  # noqa: E402
 from scripts.common.overrides import check_size  # noqa: E402
 from scripts.common.run_folder import check_writable, resolve_run_dir  # noqa: E402
-from scripts.data import check_datalist as bundle_check_datalist  # noqa: E402
 
 
 @pytest.mark.parametrize(("size", "multiple", "fine"), [(256, 16, True), ([48, 48, 32], 16, True), (100, 16, False),

@@ -14,8 +14,8 @@ from conftest import import_bundle
 from PIL import Image
 
 import_bundle("switch_us")
+from scripts.common.images2d import DataError, TwoStreamLoader, check_datalist, list_images, load_datalist  # noqa: E402
 from scripts.common.run_folder import FINISHED_MARKER, resolve_run_dir  # noqa: E402
-from scripts.data import DataError, TwoStreamLoader, check_datalist, list_images, load_datalist  # noqa: E402
 
 
 def _png(path: Path, arr: np.ndarray) -> None:

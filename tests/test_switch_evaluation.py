@@ -13,6 +13,7 @@ import torch
 from conftest import import_bundle
 
 import_bundle("switch_us")
+from scripts.common.images2d import PixelSpacingToMetad  # noqa: E402
 from scripts.common.metrics import (  # noqa: E402
     binary_metrics,
     class_metrics,
@@ -22,7 +23,6 @@ from scripts.common.metrics import (  # noqa: E402
     summarize,
 )
 from scripts.common.reports import SegmentationReport  # noqa: E402
-from scripts.transforms import PixelSpacingToMetad  # noqa: E402
 
 
 def _square(size: int, y: int, x: int, side: int) -> np.ndarray:

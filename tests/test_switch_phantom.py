@@ -15,8 +15,8 @@ from PIL import Image
 from scipy import ndimage
 
 import_bundle("switch_us")
-from scripts.data import check_datalist  # noqa: E402
-from scripts.phantom import (  # noqa: E402
+from scripts.common.images2d import check_datalist  # noqa: E402
+from scripts.common.phantom_us import (  # noqa: E402
     PHANTOM_VERSION,
     ensure_phantom_dataset,
     generate_phantom_dataset,

@@ -4,7 +4,7 @@
 
 Each is a :class:`monai.engines.Trainer` whose ``_iteration`` runs one method step on a two-stream batch
 (``image``/``label`` from the labelled stream, ``unlabeled_image`` from the unlabelled stream, see
-:class:`scripts.data.TwoStreamLoader`). Semi-supervised trainers run two stages in one engine: a
+:class:`scripts.common.images2d.TwoStreamLoader`). Semi-supervised trainers run two stages in one engine: a
 pre-training stage of ``pretrain_iterations`` on labelled data, then self-training with the EMA teacher.
 Between them the trainer fires :attr:`StageEvents.PRETRAIN_COMPLETED` (the best pre-training weights are
 restored by :class:`scripts.handlers.ModelCheckpoint`) and :attr:`StageEvents.SELFTRAIN_STARTED` (the

@@ -17,7 +17,7 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform, RandomizableTransform, Resize, SpatialCrop
 
-__all__ = ["EnsureGreyd", "PixelSpacingToMetad", "RandPosterized", "RandResizedCropd", "RandSolarized", "amplitude_swap"]
+__all__ = ["RandPosterized", "RandResizedCropd", "RandSolarized", "amplitude_swap"]
 
 
 def amplitude_swap(
@@ -59,49 +59,6 @@ def amplitude_swap(
         return out.real.to(like.dtype) if keep_real else out
 
     return back(new_a, a), back(new_b, b)
-
-
-class EnsureGreyd(MapTransform):
-    """Turn RGB(A)-encoded grey images into one channel (mean of the colour channels, alpha dropped).
-
-    Ultrasound PNGs are often saved as RGB, some with coloured caliper marks; a channel-first image with 3
-    or 4 channels becomes 1 channel, a 1-channel image is returned unchanged.
-    """
-
-    def __init__(self, keys: KeysCollection, allow_missing_keys: bool = False) -> None:
-        super().__init__(keys, allow_missing_keys)
-
-    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            img = d[key]
-            if img.shape[0] in (3, 4):
-                d[key] = img[:3].mean(dim=0, keepdim=True)
-            elif img.shape[0] != 1:
-                raise ValueError(f"'{key}' has {img.shape[0]} channels; expected a grey, RGB or RGBA image.")
-        return d
-
-
-class PixelSpacingToMetad(MapTransform):
-    """Copy an item's native pixel spacing (``spacing`` entry of the datalist) into the image's meta data.
-
-    Engines keep only ``image``, ``label`` and ``pred`` in their output, so the spacing travels with the
-    image as ``meta["pixel_spacing"]`` for the evaluation report.
-    """
-
-    def __init__(self, keys: KeysCollection, spacing_key: str = "spacing", allow_missing_keys: bool = True) -> None:
-        super().__init__(keys, allow_missing_keys)
-        self.spacing_key = spacing_key
-
-    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
-        d = dict(data)
-        spacing = d.get(self.spacing_key)
-        if spacing is None:
-            return d
-        for key in self.key_iterator(d):
-            if hasattr(d[key], "meta"):
-                d[key].meta["pixel_spacing"] = torch.as_tensor(spacing, dtype=torch.float64)
-        return d
 
 
 class RandResizedCropd(RandomizableTransform, MapTransform):

@@ -1,6 +1,6 @@
 # Copyright (c) 2026 ssl-monai-bundles contributors
 # SPDX-License-Identifier: Apache-2.0
-"""Data of the Switch bundle: datalist loading with up-front input checks, and the two-stream loader.
+"""2D image data of the bundles: datalist loading with up-front input checks, grey conversion, the two-stream loader.
 
 The dataset format is the project's prepared format (``images/``, ``labels/``, ``datalist.json`` with
 ``labeled``, ``unlabeled``, ``validation`` and ``test`` lists). Every problem a user can make with their
@@ -11,19 +11,29 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Hashable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
+from monai.config import KeysCollection
+from monai.transforms import MapTransform
 from torch.utils.data import Dataset
 
-from .common import datalist as _datalist
-from .common.errors import DataError
-from .common.keys import UNLABELED
-from .common.sampling import StreamLoader
+from . import datalist as _datalist
+from .errors import DataError
+from .keys import UNLABELED
+from .sampling import StreamLoader
 
-__all__ = ["DataError", "TwoStreamLoader", "check_datalist", "list_images", "load_datalist"]
+__all__ = [
+    "DataError",
+    "EnsureGreyd",
+    "PixelSpacingToMetad",
+    "TwoStreamLoader",
+    "check_datalist",
+    "list_images",
+    "load_datalist",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -114,13 +124,14 @@ def load_datalist(
         key: ``labeled``, ``unlabeled``, ``validation`` or ``test``.
         num_classes: classes a label may hold.
         datalist_file: the datalist (default ``dataset_dir/datalist.json``).
-        generate_phantom: generate the bundle's synthetic phantom dataset into ``dataset_dir`` if it is missing.
+        generate_phantom: generate the synthetic ultrasound phantoms (:mod:`.phantom_us`) into ``dataset_dir`` if
+            they are missing.
         check_files: decode and check every file (fast for 2D data); False checks the JSON only.
         limit: keep only the first ``limit`` items (quick runs).
         class_names: the classes' names, for the warning about a declared class that no label holds.
     """
     if generate_phantom:
-        from .phantom import ensure_phantom_dataset  # noqa: PLC0415
+        from .phantom_us import ensure_phantom_dataset  # noqa: PLC0415
 
         ensure_phantom_dataset(dataset_dir)
     return _datalist.load_datalist(datalist_file or os.path.join(dataset_dir, "datalist.json"), key, _check_item,
@@ -202,3 +213,46 @@ class TwoStreamLoader(StreamLoader):
                 out[self.unlabeled_key] = torch.as_tensor(batch["image"]).flip(0)
             self.consumed += 1
             yield out
+
+
+class EnsureGreyd(MapTransform):
+    """Turn RGB(A)-encoded grey images into one channel (mean of the colour channels, alpha dropped).
+
+    Ultrasound PNGs are often saved as RGB, some with coloured caliper marks; a channel-first image with 3
+    or 4 channels becomes 1 channel, a 1-channel image is returned unchanged.
+    """
+
+    def __init__(self, keys: KeysCollection, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            img = d[key]
+            if img.shape[0] in (3, 4):
+                d[key] = img[:3].mean(dim=0, keepdim=True)
+            elif img.shape[0] != 1:
+                raise ValueError(f"'{key}' has {img.shape[0]} channels; expected a grey, RGB or RGBA image.")
+        return d
+
+
+class PixelSpacingToMetad(MapTransform):
+    """Copy an item's native pixel spacing (``spacing`` entry of the datalist) into the image's meta data.
+
+    Engines keep only ``image``, ``label`` and ``pred`` in their output, so the spacing travels with the
+    image as ``meta["pixel_spacing"]`` for the evaluation report.
+    """
+
+    def __init__(self, keys: KeysCollection, spacing_key: str = "spacing", allow_missing_keys: bool = True) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.spacing_key = spacing_key
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        spacing = d.get(self.spacing_key)
+        if spacing is None:
+            return d
+        for key in self.key_iterator(d):
+            if hasattr(d[key], "meta"):
+                d[key].meta["pixel_spacing"] = torch.as_tensor(spacing, dtype=torch.float64)
+        return d
