@@ -27,7 +27,6 @@ def _trainer(bundle: str, amp_dtype: str | None, iterations: int):
     import_bundle(bundle)
     trainer_mod = importlib.import_module("scripts.trainer")
     networks = importlib.import_module("scripts.networks")
-    handlers = importlib.import_module("scripts.handlers")
     torch.manual_seed(0)
     img, lab = squares(16)
     batches = [{"image": img[i : i + 4], "label": lab[i : i + 4], "unlabeled_image": img[(i + 8) % 16 : (i + 8) % 16 + 4]}
@@ -35,6 +34,7 @@ def _trainer(bundle: str, amp_dtype: str | None, iterations: int):
     common = {"device": "cpu", "max_epochs": 1, "epoch_length": iterations, "train_data_loader": itertools.cycle(batches),
               "amp": amp_dtype is not None, "amp_dtype": amp_dtype, "channels_last": False}
     if bundle == "switch_us":
+        handlers = importlib.import_module("scripts.handlers")
         net = networks.UNet2D(features=(8, 16, 16, 32, 32), projector=True)
         opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
         teacher = handlers.EMATeacher(net)
