@@ -27,6 +27,7 @@ from .errors import DataError
 __all__ = [
     "MIN_SIDE",
     "SPLITS",
+    "UNLABELED_SPLITS",
     "check_datalist",
     "check_image_content",
     "check_label_values",
@@ -37,8 +38,11 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-SPLITS = ("labeled", "unlabeled", "validation", "test")
-"""The lists of a prepared datalist."""
+SPLITS = ("labeled", "unlabeled", "validation", "test", "synthetic")
+"""The lists of a prepared datalist; ``synthetic`` (generated unlabelled images, ``mgcc_us``) is optional."""
+
+UNLABELED_SPLITS = ("unlabeled", "synthetic")
+"""The lists whose items have no label."""
 
 ItemCheck = Callable[[dict, str, int, int], Any]
 """``check_item(item, split, num_classes, spatial_dims)``: read one item's files and raise DataError on a problem;
@@ -100,7 +104,7 @@ def _fingerprint(content: dict, base: Path) -> tuple:
 def _check_structure(content: Any, path: Path, required: Sequence[str], spatial_dims: int) -> None:
     if not isinstance(content, dict):
         raise DataError(
-            f"datalist must be a JSON object with {', '.join(SPLITS)} lists, got a {type(content).__name__}: {path}"
+            f"datalist must be a JSON object with {', '.join(SPLITS[:4])} lists, got a {type(content).__name__}: {path}"
         )
     for split in required:
         if not content.get(split):
@@ -116,7 +120,7 @@ def _check_structure(content: Any, path: Path, required: Sequence[str], spatial_
         for item in items:
             if not isinstance(item, dict) or not isinstance(item.get("image"), str) or not item["image"]:
                 raise DataError(f"an item of '{split}' in {path} has no 'image' path: {item!r}")
-            if split != "unlabeled" and not (isinstance(item.get("label"), str) and item["label"]):
+            if split not in UNLABELED_SPLITS and not (isinstance(item.get("label"), str) and item["label"]):
                 raise DataError(f"an item of '{split}' in {path} has no 'label' path: {item['image']}")
             image = os.path.normpath(str(base / item["image"]))
             idents = [("image", image, item["image"])]

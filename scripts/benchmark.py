@@ -51,6 +51,10 @@ WORKFLOWS = {
     "crossmatch_acdc": ("crossmatch_3d", "CrossMatch ACDC iteration"),
     "la_window_default": ("crossmatch_3d", "LA sliding window (default overlap) per volume"),
     "la_window_paper": ("crossmatch_3d", "LA sliding window (paper stride 18,18,4) per volume"),
+    "mgcc": ("mgcc_us", "MGCC iteration"),
+    "ldm_autoencoder": ("mgcc_us", "LDM autoencoder training iteration"),
+    "ldm_diffusion": ("mgcc_us", "LDM diffusion training iteration"),
+    "ldm_sample": ("mgcc_us", "LDM sampling per image (DDIM)"),
 }
 SETTINGS = {
     # published: the papers' batch and image sizes; demo: what the demo overlays train with
@@ -65,6 +69,12 @@ SETTINGS = {
                           "demo": {"volume": (80, 80, 56), "patch": (48, 48, 32), "filters": 8}},
     "la_window_paper": {"published": {"volume": (175, 132, 88), "patch": (112, 112, 80), "filters": 16},
                         "demo": {"volume": (80, 80, 56), "patch": (48, 48, 32), "filters": 8}},
+    "mgcc": {"published": {"batch": 4, "size": 256, "width": 64, "mixer_depth": 3},
+             "demo": {"batch": 4, "size": 64, "width": 8, "mixer_depth": 1}},
+    "ldm_autoencoder": {"published": {"batch": 8, "preset": "published"}, "demo": {"batch": 8, "preset": "demo"}},
+    "ldm_diffusion": {"published": {"batch": 8, "preset": "published"}, "demo": {"batch": 8, "preset": "demo"}},
+    "ldm_sample": {"published": {"batch": 1, "preset": "published", "steps": 50},
+                   "demo": {"batch": 1, "preset": "demo", "steps": 50}},
 }
 
 
@@ -225,6 +235,85 @@ def _crossmatch(workflow: str, cfg: dict, amp: bool, device: torch.device):
     return step, {"amp_dtype": str(trainer.amp_dtype), "unit": "s/iteration"}
 
 
+def _mgcc(cfg: dict, amp: bool, device: torch.device):
+    """One MGCC iteration: 4 labelled + 4 unlabelled images through the four decoders, loss, update."""
+    from scripts.networks import MGCCNet
+    from scripts.trainer import MGCCTrainer
+
+    b, s = cfg["batch"], cfg["size"]
+    net = MGCCNet(width=cfg["width"], mixer_depth=cfg["mixer_depth"]).to(device)
+    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+    trainer = MGCCTrainer(device=device, max_epochs=1, epoch_length=1, train_data_loader=[{}], network=net,
+                          optimizer=opt, amp=amp, channels_last="auto")
+    batch = {"image": torch.rand(b, 1, s, s), "label": (torch.rand(b, 1, s, s) > 0.7).float(),
+             "unlabeled_image": torch.rand(b, 1, s, s)}
+    trainer.state.iteration = 1
+
+    def step() -> None:
+        trainer._iteration(trainer, dict(batch))
+
+    return step, {"amp_dtype": str(trainer.amp_dtype), "unit": "s/iteration"}
+
+
+def _ldm(workflow: str, cfg: dict, amp: bool, device: torch.device):
+    """The generation stage's networks at a preset's sizes: an autoencoder or diffusion training step (the
+    trainers' losses: L1 + KL, and latent noise prediction), or DDIM sampling of one image. fp32 only (the stage
+    has no AMP)."""
+    from monai.inferers import LatentDiffusionInferer
+    from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
+
+    from scripts import generation
+
+    size, b = generation.preset_image_size(cfg["preset"]), cfg["batch"]
+    ae = generation.autoencoder(cfg["preset"]).to(device)
+    x = torch.rand(b, 1, size, size, device=device)
+    if workflow == "ldm_autoencoder":
+        opt = torch.optim.Adam(ae.parameters(), lr=1e-4)
+
+        def step() -> None:
+            recon, mu, sigma = ae(x)
+            loss = (recon - x).abs().mean() + 1e-6 * (0.5 * (mu.pow(2) + sigma.pow(2) - torch.log(sigma.pow(2)) - 1)).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        return step, {"amp_dtype": "None", "unit": "s/iteration"}
+    unet = generation.diffusion_unet(cfg["preset"]).to(device)
+    ae.eval()
+    if workflow == "ldm_diffusion":
+        scheduler = DDPMScheduler(num_train_timesteps=1000, schedule="scaled_linear_beta", beta_start=0.0015,
+                                  beta_end=0.0195)
+        inferer = LatentDiffusionInferer(scheduler, scale_factor=1.0)
+        opt = torch.optim.Adam(unet.parameters(), lr=5e-5)
+
+        def step() -> None:
+            with torch.no_grad():
+                z = ae.encode_stage_2_inputs(x)
+            noise = torch.randn_like(z)
+            t = torch.randint(0, 1000, (b,), device=device)
+            pred = inferer(inputs=x, autoencoder_model=ae, diffusion_model=unet, noise=noise, timesteps=t)
+            loss = torch.nn.functional.mse_loss(pred.float(), noise.float())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        return step, {"amp_dtype": "None", "unit": "s/iteration"}
+    scheduler = DDIMScheduler(num_train_timesteps=1000, schedule="scaled_linear_beta", beta_start=0.0015,
+                              beta_end=0.0195)
+    scheduler.set_timesteps(cfg["steps"])
+    inferer = LatentDiffusionInferer(scheduler, scale_factor=1.0)
+    with torch.no_grad():
+        latent_shape = ae.encode_stage_2_inputs(x[:1]).shape
+    unet.eval()
+
+    def step() -> None:
+        with torch.no_grad():
+            inferer.sample(input_noise=torch.randn(latent_shape, device=device), autoencoder_model=ae,
+                           diffusion_model=unet, scheduler=scheduler, verbose=False)
+
+    return step, {"amp_dtype": "None", "unit": "s/image"}
+
+
 def _build(workflow: str, setting: str, precision: str, device: str | None, threads: int,
            keep_freed_memory: bool = True):
     """The step function of one workflow at one setting and precision, with its record fields, config and device.
@@ -245,6 +334,10 @@ def _build(workflow: str, setting: str, precision: str, device: str | None, thre
         step, info = _switch_like(workflow, cfg, amp, dev)
     elif workflow == "infer2d":
         step, info = _infer2d(cfg, amp, dev)
+    elif workflow == "mgcc":
+        step, info = _mgcc(cfg, amp, dev)
+    elif workflow.startswith("ldm_"):
+        step, info = _ldm(workflow, cfg, amp, dev)
     else:
         step, info = _crossmatch(workflow, cfg, amp, dev)
     return step, info, cfg, dev

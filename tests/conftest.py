@@ -20,6 +20,10 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLES = REPO / "bundles"
+BUNDLE_NAMES = tuple(sorted(p.name for p in BUNDLES.iterdir() if (p / "configs" / "metadata.json").is_file()))
+"""Every bundle of the repository (the folders under ``bundles/`` with ``configs/metadata.json``)."""
+TWO_D_BUNDLES = ("mgcc_us", "switch_us")
+"""The bundles that train on 2D images (the others on volumes)."""
 SHARED_DATA = REPO.parent / "shared" / "data"
 SCHEMA = REPO.parent / "shared" / "monai" / "meta_schema_20240725.json"
 

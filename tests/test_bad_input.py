@@ -36,6 +36,7 @@ import h5py
 import nibabel as nib
 import numpy as np
 import pytest
+from conftest import BUNDLE_NAMES, TWO_D_BUNDLES
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -183,7 +184,7 @@ def _evaluate_contradicts_model(bundle: str) -> Callable[[Path], Trial]:
 
     def setup(tmp: Path) -> Trial:
         root = _bundle_copy(tmp, bundle)
-        if bundle == "switch_us":
+        if bundle in TWO_D_BUNDLES:
             _fake_model(root, {"bundle": bundle, "image_size": 128, "num_classes": 2})
             option = ("--image_size", 256)
         else:
@@ -226,13 +227,13 @@ def _small_dataset(tmp: Path, bundle: str, *, kind: str = "fine", n: int = 3, la
     items = []
     for i in range(n):
         side = 4 if (kind == "tiny" and i == 1) else 32
-        shape = (side, side) if bundle == "switch_us" else (side, side, 16)
+        shape = (side, side) if bundle in TWO_D_BUNDLES else (side, side, 16)
         image = rng.integers(1, 255, shape).astype(np.uint8)
         if kind == "constant" and i == 1:
             image[:] = 128
         label = np.zeros(shape, np.uint8)
         label[: side // 2, : side // 2] = label_value
-        if bundle == "switch_us":
+        if bundle in TWO_D_BUNDLES:
             Image.fromarray(image).save(data / "images" / f"c{i}.png")
             Image.fromarray(label).save(data / "labels" / f"c{i}.png")
             items.append({"image": f"images/c{i}.png", "label": f"labels/c{i}.png", "case": f"c{i}"})
@@ -294,9 +295,60 @@ def _models_folder_is_a_file(bundle: str) -> Callable[[Path], Trial]:
     return setup
 
 
+GENERATE = ["configs/generate.yaml", "configs/demo.yaml"]
+TINY_GENERATION = ("--autoencoder_iterations", 2, "--diffusion_iterations", 2, "--num_samples", 2,
+                   "--num_inference_steps", 2, "--batch_size", 2, "--save_interval", 1, "--log_interval", 1)
+
+
+def _generate(bundle_setup: Callable[[Path, Path], tuple], *extra: object) -> Callable[[Path], Trial]:
+    """The generation stage (``configs/generate.yaml`` + demo) on the dataset ``bundle_setup(tmp, root)`` builds."""
+
+    def setup(tmp: Path) -> Trial:
+        root = _bundle_copy(tmp, "mgcc_us")
+        args = bundle_setup(tmp, root)
+        return Trial(_bundle_run(root, GENERATE, *args, *TINY_GENERATION, *extra), (tmp,))
+
+    return setup
+
+
+def _dataset_with_missing_images(tmp: Path, root: Path) -> tuple:
+    data = _small_dataset(tmp, "mgcc_us", n=5)
+    for image in (data / "images").iterdir():
+        image.unlink()
+    return ("--dataset_dir", data)
+
+
+def _dataset_without_training_images(tmp: Path, root: Path) -> tuple:
+    data = _small_dataset(tmp, "mgcc_us", n=5)
+    lists = json.loads((data / "datalist.json").read_text())
+    (data / "datalist.json").write_text(json.dumps({"validation": lists["validation"], "test": lists["test"]}))
+    return ("--dataset_dir", data)
+
+
+def _fine_dataset(tmp: Path, root: Path) -> tuple:
+    return ("--dataset_dir", _small_dataset(tmp, "mgcc_us", n=5))
+
+
+def _runs_is_a_file(tmp: Path, root: Path) -> tuple:
+    (root / "runs").write_text("not a folder")
+    return _fine_dataset(tmp, root)
+
+
+GENERATION_CASES = [
+    Case("mgcc_us-generate-images-missing", _generate(_dataset_with_missing_images),
+         r"DataError: labeled image file not found: .*c0\.png", BundleRunError),
+    Case("mgcc_us-generate-datalist-without-training-images", _generate(_dataset_without_training_images),
+         r"DataError: the 'labeled' list of .*datalist\.json is missing or empty", BundleRunError),
+    Case("mgcc_us-generate-zero-samples", _generate(_fine_dataset, "--num_samples", 0),
+         r"ConfigValueError: num_samples must be a positive integer, got 0", BundleRunError),
+    Case("mgcc_us-generate-output-not-writable", _generate(_runs_is_a_file),
+         r"ConfigValueError: the output folder .*runs is a file, not a folder", BundleRunError),
+]
+
+
 BUNDLE_CASES = [
     case
-    for bundle in ("switch_us", "crossmatch_3d")
+    for bundle in BUNDLE_NAMES
     for case in (
         Case(f"{bundle}-run-name-outside-runs", _run_name_outside(bundle),
              r"RunNameError: run_name '\.\./\.\./escape' is not a plain folder name", BundleRunError),
@@ -613,6 +665,7 @@ CASES = [
     Case("hc18-csv-not-text", _hc18_csv_not_text, r"pixel_size_and_HC\.csv: pixel size csv is not a text file"),
     Case("msd-id-not-a-file-name", _msd_id_not_a_file_name, r"cannot derive an output file name from '\.'"),
     *BUNDLE_CASES,
+    *GENERATION_CASES,
 ]
 
 
@@ -807,14 +860,31 @@ def _trial_run_keeps_the_published_model(bundle: str) -> Callable[[Path], None]:
     return check
 
 
+def _generation_on_images_of_mixed_sizes(tmp: Path) -> None:
+    """Training images of different sizes: the generation stage resizes them and writes the synthetic list."""
+    root = _bundle_copy(tmp, "mgcc_us")
+    data = _small_dataset(tmp, "mgcc_us", n=5)
+    Image.fromarray(np.random.default_rng(1).integers(1, 255, (48, 40)).astype(np.uint8)).save(data / "images" / "c0.png")
+    Image.fromarray(np.pad(np.ones((24, 20), np.uint8), ((0, 24), (0, 20)))).save(data / "labels" / "c0.png")
+    _bundle_run(root, GENERATE, "--dataset_dir", data, *TINY_GENERATION)()
+    out = root / "runs" / "generate_demo"
+    datalist = json.loads((out / "datalist.json").read_text())
+    assert len(datalist["synthetic"]) == 2 and all((out / item["image"]).is_file() for item in datalist["synthetic"])
+    assert datalist["labeled"][0]["image"].endswith("c0.png")  # the dataset's own lists, unchanged
+    assert json.loads((data / "datalist.json").read_text()).get("synthetic") is None  # the dataset is not modified
+    assert (out / "generation_grid.png").is_file() and (out / "FINISHED").is_file()
+    assert json.loads((out / "generation_distance.json").read_text())["frechet_distance"] >= 0.0
+
+
 HANDLED = [
+    Handled("mgcc_us-generation-on-images-of-mixed-sizes", _generation_on_images_of_mixed_sizes),
     *(Handled(f"{bundle}-trial-run-keeps-the-published-model", _trial_run_keeps_the_published_model(bundle))
-      for bundle in ("switch_us", "crossmatch_3d")),
+      for bundle in BUNDLE_NAMES),
     Handled("switch_us-16-bit-png", _sixteen_bit_png),
     Handled("crossmatch_3d-volume-in-hounsfield-units", _volume_in_hounsfield_units),
     *(Handled(f"{bundle}-declared-class-that-no-label-holds", _declared_class_no_label_holds(bundle))
-      for bundle in ("switch_us", "crossmatch_3d")),
-    *(Handled(f"{bundle}-ctrl-c-during-training", _ctrl_c(bundle)) for bundle in ("switch_us", "crossmatch_3d")),
+      for bundle in ("switch_us", "crossmatch_3d")),  # mgcc_us segments one class: num_classes is 2 by construction
+    *(Handled(f"{bundle}-ctrl-c-during-training", _ctrl_c(bundle)) for bundle in BUNDLE_NAMES),
 ]
 
 

@@ -39,6 +39,15 @@ def test_measure_and_table():
     assert "| fp32 | 0.0034 s/image | 0.04 GB (GPU) |" in benchmark.to_markdown([gpu], {"machine": "m", "threads": 1, "date": "d"})
 
 
+@pytest.mark.parametrize(("workflow", "unit"), [("mgcc", "s/iteration"), ("ldm_autoencoder", "s/iteration"),
+                                              ("ldm_diffusion", "s/iteration"), ("ldm_sample", "s/image")])
+def test_mgcc_and_generation_steps_are_measured(workflow, unit):
+    rec = benchmark.measure(workflow, "demo", "fp32", device="cpu", threads=1, warmup=0, repeats=1,
+                            keep_freed_memory=False)
+    assert rec["unit"] == unit and rec["median_s"] > 0 and rec["peak_memory_mb"] > 0
+    assert rec["shape"] == benchmark.SETTINGS[workflow]["demo"]
+
+
 def test_profile_writes_the_operator_table(tmp_path):
     path = benchmark.profile("infer2d", "demo", "fp32", device="cpu", threads=1, steps=1, top=5, output=str(tmp_path),
                              keep_freed_memory=False)

@@ -10,11 +10,11 @@ import shutil
 
 import pytest
 import yaml
-from conftest import BUNDLES, import_bundle, run_bundle
+from conftest import BUNDLE_NAMES, BUNDLES, import_bundle, run_bundle
 
 MAIN = "/venv/lib/python3.11/site-packages/monai/bundle/__main__.py"  # sys.argv[0] under `python -m monai.bundle`
 DEMO = "['configs/train.yaml','configs/demo.yaml']"
-NAMES = ["switch_us", "crossmatch_3d"]
+NAMES = list(BUNDLE_NAMES)
 
 
 def _check(name: str, monkeypatch):
@@ -86,7 +86,8 @@ def test_other_command_lines_are_left_alone(name, monkeypatch):
 def test_the_check_is_the_first_step_of_every_workflow(name):
     """First of ``initialize`` (before ``set_determinism(seed=@seed)`` reads an override), else of ``run``.
 
-    Only the error-report hook comes before it, so that a refused override is reported in a few lines.
+    Only the bundle-folder check (which makes the bundle's code importable) and the error-report hook come before
+    it, so that a refused override is reported in a few lines.
     """
     workflows = []
     first = [{"_target_": "scripts.common.errors.install_error_summary"},
@@ -94,10 +95,11 @@ def test_the_check_is_the_first_step_of_every_workflow(name):
     for path in sorted((BUNDLES / name / "configs").glob("*.yaml")):
         config = yaml.safe_load(path.read_text())
         if "initialize" in config:
-            assert config["initialize"][:2] == first, path
+            assert config["initialize"][:3] == ["@locate_bundle", *first], path
         if "run" in config:
             workflows.append(path.name)
-            assert config["initialize"][:2] == first if "initialize" in config else config["run"][:2] == first, path
+            if "initialize" not in config:
+                assert config["run"][:2] == first, path
     assert {"train.yaml", "inference.yaml", "evaluate.yaml", "multi_gpu_train.yaml"} <= set(workflows)
 
 

@@ -10,9 +10,9 @@ import shutil
 import sys
 
 import pytest
-from conftest import BUNDLES, import_bundle, run_bundle
+from conftest import BUNDLE_NAMES, BUNDLES, import_bundle, run_bundle
 
-NAMES = ["switch_us", "crossmatch_3d"]
+NAMES = list(BUNDLE_NAMES)
 MAIN = "/venv/lib/python3.11/site-packages/monai/bundle/__main__.py"  # sys.argv[0] under `python -m monai.bundle`
 SET_DEBUG = "\n set '_mode_=debug' to enter the debugging mode."  # the second line of MONAI's wrapper message
 

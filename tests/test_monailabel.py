@@ -1,6 +1,6 @@
 # Copyright (c) 2026 ssl-monai-bundles contributors
 # SPDX-License-Identifier: Apache-2.0
-"""Both bundles served by a real MONAI Label 0.8.5 server (the ``monaibundle`` sample app) on 127.0.0.1.
+"""Every bundle served by a real MONAI Label 0.8.5 server (the ``monaibundle`` sample app) on 127.0.0.1.
 
 The server runs in its own virtual environment, made by ``scripts/setup_monailabel.sh`` (about 5 minutes and
 8 GB the first time, seconds afterwards). For each bundle the test
@@ -93,6 +93,13 @@ CASES = {
               "val_interval": 6, "num_workers": 0, "log_interval": 3, "max_pictures": 2},
         # one epoch (= val_interval iterations) crosses from pre-training to self-training
         serve={"val_interval": 4, "pretrain_iterations": 2, "selftrain_iterations": 2},
+    ),
+    "mgcc_us": BundleCase(
+        name="mgcc_us",
+        dimension=2,
+        tiny={"image_size": 64, "batch_size": 2, "max_iterations": 6, "val_interval": 6, "num_workers": 0,
+              "log_interval": 3, "max_pictures": 2, "width": 8, "mixer_depth": 1},
+        serve={"val_interval": 4, "max_iterations": 4},
     ),
     "crossmatch_3d": BundleCase(
         name="crossmatch_3d",

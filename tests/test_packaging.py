@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import BUNDLE_NAMES as ALL_BUNDLES
 from conftest import BUNDLES, REPO, run_bundle
 from PIL import Image
 
@@ -38,7 +39,7 @@ def _bundle_ready(name: str) -> bool:
 
 BUNDLE_NAMES = [
     pytest.param(name, marks=pytest.mark.skipif(not _bundle_ready(name), reason=f"{name} is not complete yet"))
-    for name in ("switch_us", "crossmatch_3d")
+    for name in ALL_BUNDLES
 ]
 
 

@@ -15,9 +15,9 @@ import time
 import numpy as np
 import PIL.Image
 import pytest
-from conftest import BUNDLES, import_bundle, run_bundle
+from conftest import BUNDLE_NAMES, BUNDLES, import_bundle, run_bundle
 
-NAMES = ["switch_us", "crossmatch_3d"]
+NAMES = list(BUNDLE_NAMES)
 
 
 def _run_folder(name: str):

@@ -26,10 +26,14 @@ pieces a bundle config instantiates one by one:
 Images are read grey (colour channels averaged, alpha dropped, as the segmenter reads them), scaled to [0, 1] by
 the range their values show (8-bit /255, 16-bit /65535, as the bundles' ``scale_to_unit``) and resized to the
 model size (area interpolation), so a dataset of mixed sizes and bit depths trains as one.
+
+MONAI's ``DiffusionModelUNet`` always has a self-attention block, which needs the ``einops`` package
+(``monai[einops]``).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -48,18 +52,21 @@ from monai.losses import PatchAdversarialLoss
 from monai.metrics import FIDMetric
 from monai.networks.nets import AutoencoderKL, DiffusionModelUNet, PatchDiscriminator
 from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
-from monai.transforms import Resize
 from PIL import Image
 from torch import nn
 
+from .common.checkpoints import atomic_save
+from .common.errors import ConfigValueError, DataError
+
 __all__ = [
-    "PRESETS",
-    "SYNTHETIC_KEY",
-    "TRAINING_SPLITS",
     "ConfigValueError",
     "DataError",
+    "PRESETS",
     "RandomFeatures",
+    "SYNTHETIC_KEY",
+    "TRAINING_SPLITS",
     "autoencoder",
+    "check_positive",
     "diffusion_unet",
     "evaluate_samples",
     "feature_distance",
@@ -76,21 +83,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-# The bundle's error classes live in scripts/common/errors.py once the bundle has its copy of the shared runtime;
-# until then these stand-ins keep the module self-contained. They carry the same ``brief_report`` flag, so
-# ``monai.bundle run`` reports them in one line all the same (common.errors.error_summary looks for the flag).
-class DataError(ValueError):
-    """A datalist or image the generation stage cannot use; the message names the file and the problem."""
-
-    brief_report = True
-
-
-class ConfigValueError(ValueError):
-    """A config value the generation stage cannot use (a sample count, an output folder, a checkpoint)."""
-
-    brief_report = True
-
-
 TRAINING_SPLITS = ("labeled", "unlabeled")
 """The datalist lists the generative models learn from; ``validation`` and ``test`` are never read."""
 
@@ -101,8 +93,9 @@ MANIFEST = "synthetic.json"
 """The record :func:`sample_images` writes beside its PNGs; a folder holding it may be replaced by a new sampling."""
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # medfusion-like: 256 x 256 grey images -> 32 x 32 x 8 latents (three halvings); a DiffusionModelUNet of about
-    # 64M parameters with attention at 16 x 16 and 8 x 8 (MONAI Model Zoo's 2D brats LDM scale). Needs a GPU.
+    # medfusion-like: 256 x 256 grey images -> 32 x 32 x 8 latents (three halvings, autoencoder 28.6M parameters);
+    # a DiffusionModelUNet of 64M parameters with attention at 16 x 16 and 8 x 8 (the scale of MONAI Model Zoo's 2D
+    # brats LDM). Needs a GPU.
     "published": {
         "image_size": 256,
         "autoencoder": {"channels": (64, 128, 256, 512), "latent_channels": 8, "num_res_blocks": 2,
@@ -111,8 +104,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "diffusion": {"channels": (128, 256, 512), "num_res_blocks": 2, "attention_levels": (False, True, True),
                       "norm_num_groups": 32, "num_head_channels": 64},
     },
-    # 64 x 64 grey images -> 16 x 16 x 4 latents (two halvings); 0.1M + 1.1M parameters: a few hundred iterations
-    # of each network train in minutes on a 2-core CPU (images look like blurred ultrasound, enough for a demo)
+    # 64 x 64 grey images -> 16 x 16 x 4 latents (two halvings); 0.1M + 1.1M parameters: 300 iterations of each
+    # network take about 1.5 minutes on a 2-core CPU (0.2 and 0.1 s/it at batch 8) and give blotchy speckle-like
+    # textures: enough to run the pipeline end to end, not images worth training on
     "demo": {
         "image_size": 64,
         "autoencoder": {"channels": (16, 32, 32), "latent_channels": 4, "num_res_blocks": 1,
@@ -269,10 +263,10 @@ def read_image(path: str | os.PathLike, image_size: int) -> torch.Tensor:
         x = x / 65535.0
     else:
         x = (x - lo) / (hi - lo)
-    t = torch.as_tensor(x, dtype=torch.float32)[None]
-    if t.shape[1:] != (image_size, image_size):
-        t = Resize((int(image_size), int(image_size)), mode="area")(t)
-    return torch.as_tensor(t, dtype=torch.float32).clamp_(0.0, 1.0)
+    t = torch.as_tensor(x, dtype=torch.float32)[None, None]
+    if t.shape[2:] != (image_size, image_size):
+        t = F.interpolate(t, size=(int(image_size), int(image_size)), mode="area")
+    return t[0].clamp_(0.0, 1.0)
 
 
 def _datalist_path(dataset_dir: str | os.PathLike, datalist_file: str | os.PathLike | None) -> Path:
@@ -329,16 +323,18 @@ def load_training_images(
     return torch.stack([read_image(p, image_size).half() for p in paths])
 
 
+@functools.lru_cache(maxsize=4)
+def _permutation(n: int, seed: int, epoch: int) -> tuple[int, ...]:
+    """The order of the training images in pass ``epoch`` (its own generator: the global random state is untouched)."""
+    return tuple(torch.randperm(n, generator=torch.Generator().manual_seed(int(seed) * 1_000_003 + epoch)).tolist())
+
+
 def _batch_indices(n: int, batch_size: int, iteration: int, seed: int) -> torch.Tensor:
     """The images of iteration ``iteration``: consecutive slices of per-pass permutations, a function of
     ``(seed, iteration)`` only, so a resumed run sees the batches an uninterrupted run would have seen."""
     start = iteration * batch_size
-    out = []
-    for pos in range(start, start + batch_size):
-        epoch, k = divmod(pos, n)
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed) * 1_000_003 + epoch))
-        out.append(int(perm[k]))
-    return torch.tensor(out, dtype=torch.long)
+    return torch.tensor([_permutation(n, seed, pos // n)[pos % n] for pos in range(start, start + batch_size)],
+                        dtype=torch.long)
 
 
 # ---- checkpoints and progress --------------------------------------------------------------------------------------
@@ -354,10 +350,6 @@ def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     finally:
         if tmp.exists():
             tmp.unlink()
-
-
-def _save(state: dict, path: Path) -> None:
-    _atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
 def _load(path: Path, what: str) -> dict:
@@ -399,20 +391,26 @@ def _load_weights(network: nn.Module, state: dict, path: Path, what: str) -> Non
 
 
 class _Progress:
-    """Log lines ``<name> iteration i/total (p%) loss ... s/it, ETA`` every ``interval`` iterations and at the end."""
+    """Log lines ``<name> iteration i/total (p%) loss ... s/it, ETA`` every ``interval`` steps and at the end.
 
-    def __init__(self, name: str, total: int, start: int, interval: int) -> None:
+    The format of the bundles' ``ProgressLogger``; speed and ETA are measured from this call's first step, so a
+    resumed run does not count the steps of the run it continues.
+    """
+
+    def __init__(self, name: str, total: int, start: int, interval: int, unit: str = "iteration") -> None:
         self.name, self.total, self.start, self.interval = name, int(total), int(start), max(int(interval), 1)
+        self.unit = unit
         self.t0 = time.perf_counter()
 
-    def __call__(self, it: int, losses: dict[str, float]) -> None:
-        if it % self.interval and it != self.total:
+    def __call__(self, step: int, losses: dict[str, float] | None = None, note: str = "") -> None:
+        if step % self.interval and step != self.total:
             return
-        rate = (time.perf_counter() - self.t0) / max(it - self.start, 1)
-        eta = rate * max(self.total - it, 0)
-        text = " ".join(f"{k} {v:.4f}" for k, v in losses.items())
-        logger.info(f"{self.name} iteration {it}/{self.total} ({100.0 * it / max(self.total, 1):.1f}%) {text} "
-                    f"{rate:.2f} s/it, ETA {int(eta // 3600)}h{int(eta % 3600 // 60):02d}m{int(eta % 60):02d}s")
+        rate = (time.perf_counter() - self.t0) / max(step - self.start, 1)
+        eta = rate * max(self.total - step, 0)
+        text = "".join(f" {k} {v:.4f}" for k, v in (losses or {}).items()) + (f" {note}" if note else "")
+        short = "it" if self.unit == "iteration" else self.unit
+        logger.info(f"{self.name} {self.unit} {step}/{self.total} ({100.0 * step / max(self.total, 1):.1f}%){text} "
+                    f"{rate:.2f} s/{short}, ETA {int(eta // 3600)}h{int(eta % 3600 // 60):02d}m{int(eta % 60):02d}s")
 
 
 def _device(device: str | torch.device | None) -> torch.device:
@@ -423,6 +421,15 @@ def _positive(**values: Any) -> None:
     for name, v in values.items():
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ConfigValueError(f"{name} must be a positive integer, got {v!r}.")
+
+
+def check_positive(**values: Any) -> None:
+    """Refuse a count below 1 (``--num_samples 0``, ``--diffusion_iterations -1``) before any work, naming it.
+
+    Raises:
+        ConfigValueError: ``<name> must be a positive integer, got <value>.``
+    """
+    _positive(**values)
 
 
 def _kl(z_mu: torch.Tensor, z_sigma: torch.Tensor) -> torch.Tensor:
@@ -474,7 +481,8 @@ def train_autoencoder(
         kl_weight: weight of the KL term.
         adversarial_weight: weight of the generator's adversarial loss; 0 builds no discriminator.
         adversarial_start: first iteration with the adversarial terms.
-        seed: the seed of the weights' initialisation... of the run (batches, latent sampling).
+        seed: the seed of the run (batch order, latent sampling); the weights' initialisation is the network's,
+            seeded where the config builds it.
         log_interval: iterations between progress lines.
         save_interval: iterations between checkpoints.
         device: torch device (default: CUDA when available).
@@ -518,7 +526,7 @@ def train_autoencoder(
                  "iterations": int(iterations), "settings": settings, "rng": _rng_state()}
         if disc is not None and d_opt is not None:
             state["discriminator"], state["discriminator_optimizer"] = disc.state_dict(), d_opt.state_dict()
-        _save(state, path)
+        atomic_save(state, path)
 
     progress = _Progress("autoencoder", iterations, start, log_interval)
     losses: list[float] = []
@@ -529,12 +537,12 @@ def train_autoencoder(
         l1 = F.l1_loss(recon.float(), x)
         kl = _kl(z_mu, z_sigma)
         loss = l1 + kl_weight * kl
-        parts = {"loss": 0.0, "l1": float(l1), "kl": float(kl)}
+        parts = {"loss": 0.0, "l1": l1.item(), "kl": kl.item()}
         use_adv = disc is not None and it >= adversarial_start
         if use_adv:
             g_adv = adv(disc(recon.contiguous().float())[-1], target_is_real=True, for_discriminator=False)
             loss = loss + adversarial_weight * g_adv
-            parts["adv_g"] = float(g_adv)
+            parts["adv_g"] = g_adv.item()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -545,12 +553,13 @@ def train_autoencoder(
             d_opt.zero_grad(set_to_none=True)
             d_loss.backward()
             d_opt.step()
-            parts["adv_d"] = float(d_loss)
-        if not math.isfinite(float(loss)):
-            raise FloatingPointError(f"autoencoder: the loss is {float(loss)} at iteration {it + 1}; lower lr "
-                                     f"(now {lr}) or kl_weight (now {kl_weight}).")
-        parts["loss"] = float(loss)
-        losses.append(float(loss))
+            parts["adv_d"] = d_loss.item()
+        value = loss.item()
+        if not math.isfinite(value):
+            raise FloatingPointError(f"autoencoder: the loss is {value} at iteration {it + 1}; lower lr (now {lr}) or "
+                                     f"kl_weight (now {kl_weight}).")
+        parts["loss"] = value
+        losses.append(value)
         done = it + 1
         progress(done, parts)
         if done % save_interval == 0 or done == iterations:
@@ -622,7 +631,7 @@ def train_diffusion(
         schedule: MONAI noise schedule name (``linear_beta``, ``scaled_linear_beta``, ...).
         beta_start: first beta of the schedule.
         beta_end: last beta of the schedule.
-        seed: the seed of the run (batches, noise, timesteps, latent sampling).
+        seed: the seed of the run (batch order, noise, timesteps, latent sampling).
         log_interval: iterations between progress lines.
         save_interval: iterations between checkpoints.
         device: torch device (default: CUDA when available).
@@ -677,7 +686,7 @@ def train_diffusion(
     inferer = LatentDiffusionInferer(scheduler, scale_factor=scale_factor)
 
     def save(it: int) -> None:
-        _save({"model": net.state_dict(), "optimizer": opt.state_dict(), "iteration": it,
+        atomic_save({"model": net.state_dict(), "optimizer": opt.state_dict(), "iteration": it,
                "iterations": int(iterations), "settings": settings, "rng": _rng_state(),
                "scale_factor": scale_factor, "latent_shape": latent_shape, "schedule": schedule_args,
                "autoencoder_ckpt": str(Path(autoencoder_ckpt).resolve())}, path)
@@ -694,11 +703,12 @@ def train_diffusion(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        if not math.isfinite(float(loss)):
-            raise FloatingPointError(f"diffusion: the loss is {float(loss)} at iteration {it + 1}; lower lr (now {lr}).")
-        losses.append(float(loss))
+        value = loss.item()
+        if not math.isfinite(value):
+            raise FloatingPointError(f"diffusion: the loss is {value} at iteration {it + 1}; lower lr (now {lr}).")
+        losses.append(value)
         done = it + 1
-        progress(done, {"loss": float(loss)})
+        progress(done, {"loss": value})
         if done % save_interval == 0 or done == iterations:
             save(done)
     net.eval()
@@ -709,6 +719,25 @@ def train_diffusion(
 # ---- sampling ----------------------------------------------------------------------------------------------------
 
 
+def _check_writable(target: Path, what: str) -> None:
+    """Refuse ``target`` (a folder to create or fill) when a file stands in its path or it cannot be written.
+
+    Probes the nearest existing folder of the path with a temporary subfolder, removed at once: nothing is left.
+    """
+    existing = target
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigValueError(f"{what} {target} cannot be created: {existing} is a file, not a folder.")
+    probe = existing / f".write_probe{os.getpid()}"
+    try:
+        probe.mkdir()
+        probe.rmdir()
+    except OSError as e:
+        raise ConfigValueError(f"{what} {target} cannot be written ({e.strerror or e} in {existing}): choose a "
+                               "writable folder.") from None
+
+
 def _check_output_dir(out: Path) -> None:
     """Refuse an output folder that is a file, holds files of something else, or cannot be written."""
     if out.exists() and not out.is_dir():
@@ -716,15 +745,7 @@ def _check_output_dir(out: Path) -> None:
     if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST).is_file():
         raise ConfigValueError(f"output_dir {out} holds files that are not a previous sampling's (no {MANIFEST}): "
                                "choose an empty or new folder; it is replaced as a whole.")
-    parent = out.parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        probe = parent / f".{out.name}.probe{os.getpid()}"
-        probe.mkdir()
-        probe.rmdir()
-    except OSError as e:
-        raise ConfigValueError(f"output_dir {out} cannot be written ({e.strerror or e}): choose a writable folder.") \
-            from None
+    _check_writable(out.parent, "the folder of output_dir")
 
 
 def _relative_or_absolute(path: Path, base: Path) -> str:
@@ -755,8 +776,9 @@ def sample_images(
     """Generate ``num_samples`` images with DDIM and add them to a copy of the datalist.
 
     Each image starts from its own latent noise, drawn in order from a generator seeded with ``seed``, and DDIM runs
-    deterministically (eta 0) with the checkpoint's noise schedule, so the same seed gives byte-identical PNGs
-    whatever ``batch_size`` (on the same device and torch version). The images are 8-bit grey PNGs
+    deterministically (eta 0) with the checkpoint's noise schedule, so the same seed and ``batch_size`` give
+    byte-identical PNGs (on the same device and torch version); another ``batch_size`` gives the same images up to
+    floating-point rounding (a pixel may differ by one grey level). The images are 8-bit grey PNGs
     ``<prefix>_00000.png``... in ``output_dir`` (default ``<dataset_dir>/synthetic``), written to a temporary
     folder and moved into place at the end (a folder of an earlier sampling is replaced whole; a folder holding
     anything else is refused), with ``synthetic.json`` recording how they were made.
@@ -807,6 +829,7 @@ def sample_images(
                                "choose another file name (default datalist_synthetic.json).")
     if dst.is_dir():
         raise ConfigValueError(f"output_datalist {dst} is a folder: name a JSON file.")
+    _check_writable(dst.parent, "the folder of output_datalist")
     _check_output_dir(out)
     if out.resolve() in (src.parent.resolve(), Path(dataset_dir).resolve()):
         raise ConfigValueError(f"output_dir {out} is the dataset folder: choose a subfolder such as "
@@ -839,15 +862,15 @@ def sample_images(
     try:
         gen = torch.Generator().manual_seed(int(seed))
         noise = torch.cat([torch.randn((1, *latent_shape), generator=gen) for _ in range(num_samples)])
-        progress = _Progress("sampling", math.ceil(num_samples / batch_size), 0, 1)
+        progress = _Progress("sampling", math.ceil(num_samples / batch_size), 0, 1, unit="batch")
         for b, i in enumerate(range(0, num_samples, batch_size)):
             with torch.no_grad():
                 images = inferer.sample(input_noise=noise[i:i + batch_size].to(dev), autoencoder_model=autoencoder,
                                         diffusion_model=network, scheduler=scheduler, verbose=False)
             pixels = (images.float().clamp(0.0, 1.0) * 255.0).round().to(torch.uint8).cpu().numpy()
             for k, arr in enumerate(pixels):
-                Image.fromarray(arr[0], mode="L").save(tmp / names[i + k])
-            progress(b + 1, {"images": float(min(i + batch_size, num_samples))})
+                Image.fromarray(arr[0]).save(tmp / names[i + k])
+            progress(b + 1, note=f"({min(i + batch_size, num_samples)}/{num_samples} images)")
         manifest = {"num_samples": num_samples, "seed": int(seed), "num_inference_steps": int(num_inference_steps),
                     "scheduler": "DDIM (eta 0)", "schedule": sched_args, "scale_factor": float(state["scale_factor"]),
                     "autoencoder_ckpt": str(Path(autoencoder_ckpt).resolve()), "diffusion_ckpt": str(diff_path.resolve()),
@@ -863,7 +886,7 @@ def sample_images(
 
     copy = json.loads(json.dumps(content))
     if dst.parent.resolve() != src.parent.resolve():
-        for key, items in copy.items():
+        for items in copy.values():
             if isinstance(items, list):
                 for item in items:
                     for k in ("image", "label"):
@@ -1017,7 +1040,7 @@ def evaluate_samples(
     out = Path(output_dir) if output_dir is not None else gen_paths[0].parent
     out.mkdir(parents=True, exist_ok=True)
     grid, record_path = out / "generation_grid.png", out / "generation_distance.json"
-    _atomic_write(grid, lambda p: Image.fromarray(grid_image(real, generated, columns), mode="L").save(p, format="PNG"))
+    _atomic_write(grid, lambda p: Image.fromarray(grid_image(real, generated, columns)).save(p, format="PNG"))
     record = {
         "frechet_distance": distance,
         "metric": "monai.metrics.FIDMetric on fixed-network features",

@@ -205,7 +205,9 @@ class MSAG(nn.Module):
         self.dilated = nn.Sequential(
             nn.Conv2d(channels, channels, kernel_size=3, padding=2, dilation=2), nn.BatchNorm2d(channels)
         )
-        self.vote = nn.Sequential(nn.Conv2d(3 * channels, channels, kernel_size=1), nn.BatchNorm2d(channels), nn.Sigmoid())
+        self.vote = nn.Sequential(
+            nn.Conv2d(3 * channels, channels, kernel_size=1), nn.BatchNorm2d(channels), nn.Sigmoid()
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate = self.vote(F.relu(torch.cat([self.pointwise(x), self.ordinary(x), self.dilated(x)], dim=1)))
