@@ -56,7 +56,9 @@ from PIL import Image
 from torch import nn
 
 from .common.checkpoints import atomic_save
+from .common.datalist import check_image_content, resolve_items
 from .common.errors import ConfigValueError, DataError
+from .common.intensity import scale_to_unit
 
 __all__ = [
     "ConfigValueError",
@@ -221,11 +223,13 @@ def read_image(path: str | os.PathLike, image_size: int) -> torch.Tensor:
     """One image file as a grey ``(1, image_size, image_size)`` float32 tensor in [0, 1].
 
     Grey, grey + alpha, RGB(A) and palette images, 8-bit or 16-bit: colour channels are averaged (alpha dropped),
-    8-bit values divided by 255, 16-bit ones (a value above 255) by 65535, float images kept when in [0, 1] and
-    min-max scaled otherwise; then resized with area interpolation.
+    then the intensities are scaled to [0, 1] as the bundles' training pipelines scale them
+    (:func:`scripts.common.intensity.scale_to_unit`: 8-bit /255, 16-bit /65535, [0, 1] kept, other ranges by
+    percentiles); then resized with area interpolation.
 
     Raises:
-        DataError: a missing, empty or undecodable file, or a constant image.
+        DataError: a missing, empty or undecodable file, a constant or tiny image
+            (:func:`scripts.common.datalist.check_image_content`).
     """
     path = Path(path)
     if not path.is_file():
@@ -244,25 +248,15 @@ def read_image(path: str | os.PathLike, image_size: int) -> torch.Tensor:
         raise DataError(f"training image file cannot be read as an image ({type(e).__name__}: {e}): {path}") from None
     if arr.ndim == 3:
         arr = arr[..., :1] if arr.shape[-1] in (1, 2) else arr[..., :3]
-        x = arr.astype(np.float64).mean(axis=-1)
+        x = arr.astype(np.float32).mean(axis=-1)
     elif arr.ndim == 2:
-        x = arr.astype(np.float64)
+        x = arr.astype(np.float32)
     else:
         raise DataError(f"training image has shape {arr.shape}; expected a 2D grey or colour image: {path}")
-    lo, hi = float(x.min()), float(x.max())
-    if not math.isfinite(lo) or not math.isfinite(hi):
+    if not np.isfinite(x).all():
         raise DataError(f"training image contains NaN or infinite values: {path}")
-    if lo == hi:
-        raise DataError(f"training image has one constant intensity ({lo:g} everywhere): remove it from the datalist: "
-                        f"{path}")
-    if lo >= 0.0 and hi <= 1.0 and np.issubdtype(arr.dtype, np.floating):
-        pass
-    elif lo >= 0.0 and hi <= 255.0:
-        x = x / 255.0
-    elif lo >= 0.0 and hi <= 65535.0:
-        x = x / 65535.0
-    else:
-        x = (x - lo) / (hi - lo)
+    check_image_content(x, path, "training image", x.shape)
+    x = scale_to_unit(torch.as_tensor(x)).numpy()
     t = torch.as_tensor(x, dtype=torch.float32)[None, None]
     if t.shape[2:] != (image_size, image_size):
         t = F.interpolate(t, size=(int(image_size), int(image_size)), mode="area")
@@ -298,13 +292,10 @@ def training_image_paths(dataset_dir: str | os.PathLike, datalist_file: str | os
     out: list[Path] = []
     for split in TRAINING_SPLITS:
         items = content.get(split) or []
-        if not isinstance(items, list):
-            raise DataError(f"'{split}' in {path} must be a list of items, got {type(items).__name__}.")
-        for item in items:
-            if not isinstance(item, dict) or not isinstance(item.get("image"), str) or not item["image"]:
-                raise DataError(f"an item of '{split}' in {path} has no 'image' path: {item!r}")
-            p = Path(item["image"])
-            out.append(p if p.is_absolute() else Path(os.path.normpath(path.parent / p)))
+        if not isinstance(items, list) or not all(isinstance(it, dict) and isinstance(it.get("image"), str)
+                                                  and it["image"] for it in items):
+            raise DataError(f"'{split}' in {path} must be a list of items with an 'image' path each.")
+        out += [Path(item["image"]) for item in resolve_items(items, path.parent)]
     if not out:
         raise DataError(f"the datalist {path} has no training images: its 'labeled' and 'unlabeled' lists are "
                         "missing or empty (the generative models learn from those two lists only).")
