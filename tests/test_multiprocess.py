@@ -1,6 +1,6 @@
 # Copyright (c) 2026 ssl-monai-bundles contributors
 # SPDX-License-Identifier: Apache-2.0
-"""Both bundles under ``torchrun --nproc_per_node 2`` on CPU (gloo), and the crossmatch_3d fault paths
+"""Every bundle under ``torchrun --nproc_per_node 2`` on CPU (gloo), and the crossmatch_3d fault paths
 (SIGKILL then resume, MLflow tracking, a diverging loss), each from a copy of the bundle alone."""
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ pytestmark = pytest.mark.slow
 
 SWITCH_TINY = ("--image_size", "64", "--batch_size", "2", "--pretrain_iterations", "4", "--selftrain_iterations", "4",
                "--val_interval", "4", "--num_workers", "0", "--log_interval", "2", "--max_pictures", "1")
+MGCC_TINY = ("--image_size", "64", "--batch_size", "2", "--max_iterations", "4", "--val_interval", "4", "--width", "8",
+             "--mixer_depth", "1", "--num_workers", "0", "--log_interval", "2", "--max_pictures", "1")
 CM_TINY = ("--max_iterations", "6", "--val_interval", "3", "--num_workers", "0", "--log_interval", "1",
            "--max_pictures", "1", "--batch_size", "1")
 
@@ -48,6 +50,7 @@ def _torchrun(bundle: Path, configs: list[str], *overrides: str) -> subprocess.C
     [
         ("switch_us", ["configs/train.yaml", "configs/demo.yaml", "configs/multi_gpu_train.yaml"], SWITCH_TINY, "ddp"),
         ("crossmatch_3d", ["configs/train.yaml", "configs/demo.yaml", "configs/multi_gpu_train.yaml"], CM_TINY, "ddp"),
+        ("mgcc_us", ["configs/train.yaml", "configs/demo.yaml", "configs/multi_gpu_train.yaml"], MGCC_TINY, "ddp"),
     ],
 )
 def test_two_processes_train_and_rank0_alone_writes(tmp_path, name, configs, tiny, run_name):
