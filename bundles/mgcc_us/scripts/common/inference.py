@@ -86,6 +86,10 @@ class AmpInferer(Inferer):
             network_to_memory_format(network, channels_last)
             if dtype is not None and inputs.device.type == "cpu":
                 network.to(dtype)  # the copy's weights once, instead of autocast casting them at every call
+        elif channels_last and isinstance(network, nn.Module):
+            # the memory format the trainer gave the network: an evaluation-only run computes what the training
+            # run's evaluation computed (a network in another format can round differently under autocast)
+            network_to_memory_format(network, True)
 
         def predictor(x: torch.Tensor, *a: Any, **k: Any) -> torch.Tensor:
             x = torch.as_tensor(x)
