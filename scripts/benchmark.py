@@ -191,7 +191,8 @@ def _crossmatch(workflow: str, cfg: dict, amp: bool, device: torch.device):
     """A CrossMatch iteration (LA V-Net or ACDC U-Net) or an LA sliding-window inference, with the bundle's defaults
     (AMP as asked; channels-last as the bundle's ``auto``: on when mixed precision runs)."""
     _import_bundle("crossmatch_3d")
-    from scripts.inferers import AmpInferer, PaperSlidingWindowInferer
+    from scripts.common.inference import AmpInferer
+    from scripts.inferers import PaperSlidingWindowInferer
     from scripts.networks import UNet2D, VNet
     from scripts.trainer import CrossMatchTrainer
 

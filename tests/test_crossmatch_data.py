@@ -1,7 +1,8 @@
 # Copyright (c) 2026 ssl-monai-bundles contributors
 # SPDX-License-Identifier: Apache-2.0
-"""Data module of the CrossMatch bundle: input checks (every bad input is a clear DataError naming the file), datalist
-loading, the slice dataset and the replayable multi-stream loader."""
+"""Data of the CrossMatch bundle: the shared volume data (``scripts.common.volumes``: input checks, every bad input a
+clear DataError naming the file; datalist loading; the slice dataset) and the replayable multi-stream loader
+(``scripts.data``)."""
 
 from __future__ import annotations
 
@@ -25,9 +26,16 @@ ROI = (16, 16, 8)
 
 @pytest.fixture
 def data():
-    """``scripts.data`` of the crossmatch_3d bundle (imported here: the two bundles share the package name)."""
+    """``scripts.data`` of the crossmatch_3d bundle (imported here: the bundles share the package name)."""
     import_bundle("crossmatch_3d")
     return importlib.import_module("scripts.data")
+
+
+@pytest.fixture
+def volumes(data):
+    """``scripts.common.volumes`` of the same import of the bundle as ``data``: reading and checking volumes, the slice
+    dataset (one import, so that ``data`` and ``volumes`` share their classes)."""
+    return importlib.import_module("scripts.common.volumes")
 
 
 @pytest.fixture
@@ -88,35 +96,35 @@ def _mha(path: Path, arr: np.ndarray) -> Path:
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def test_valid_dataset_loads_with_absolute_paths_and_spacing(data, tmp_path, caplog):
+def test_valid_dataset_loads_with_absolute_paths_and_spacing(volumes, tmp_path, caplog):
     root = make_dataset(tmp_path / "a")
     _edit(root, lambda d: d["labeled"][1].update(spacing=[1.0, 1.0, 3.0]))
     with caplog.at_level(logging.INFO):
-        items = data.load_datalist(str(root), "labeled")
+        items = volumes.load_datalist(str(root), "labeled")
     assert "checking 2 labeled items of" in caplog.text
     assert len(items) == 2 and all(Path(i["image"]).is_absolute() and Path(i["label"]).is_file() for i in items)
     assert items[0]["spacing"] == [0.5, 0.5, 2.0] and items[1]["spacing"] == [1.0, 1.0, 3.0]  # an item's own wins
-    unl = data.load_datalist(str(root), "unlabeled")
+    unl = volumes.load_datalist(str(root), "unlabeled")
     assert len(unl) == 2 and "label" not in unl[0] and unl[0]["spacing"] == [0.5, 0.5, 2.0]
-    assert len(data.load_datalist(str(root), "test", limit=1)) == 1
+    assert len(volumes.load_datalist(str(root), "test", limit=1)) == 1
     _edit(root, lambda d: d.update(test=[]))
-    assert data.load_datalist(str(root), "test") == [] and data.load_datalist(str(root), "nonexistent") == []
+    assert volumes.load_datalist(str(root), "test") == [] and volumes.load_datalist(str(root), "nonexistent") == []
     unknown = make_dataset(tmp_path / "b", spacing_known=False)
     _edit(unknown, lambda d: d["labeled"][0].update(spacing=[1.0, 1.0, 1.0]))
-    assert all("spacing" not in i for i in data.load_datalist(str(unknown), "labeled"))
+    assert all("spacing" not in i for i in volumes.load_datalist(str(unknown), "labeled"))
 
 
-def test_check_datalist_caches_and_rechecks_changed_files(data, tmp_path, monkeypatch):
+def test_check_datalist_caches_and_rechecks_changed_files(volumes, tmp_path, monkeypatch):
     root = make_dataset(tmp_path)
     reads = []
-    real = data._read_volume
-    monkeypatch.setattr(data, "_read_volume", lambda p, w: reads.append(p) or real(p, w))
-    content = data.check_datalist(root / "datalist.json")
+    real = volumes._read_volume
+    monkeypatch.setattr(volumes, "_read_volume", lambda p, w: reads.append(p) or real(p, w))
+    content = volumes.check_datalist(root / "datalist.json")
     assert len(reads) == 14 and content["name"] == "tiny"  # 8 images + 6 labels, each read once
-    assert data.check_datalist(root / "datalist.json") is content and len(reads) == 14  # cached
+    assert volumes.check_datalist(root / "datalist.json") is content and len(reads) == 14  # cached
     (root / "images" / "c000.nii.gz").write_bytes(b"")  # a file changed: the check is redone
-    with pytest.raises(data.DataError, match=r"empty \(0 bytes\).*c000.nii.gz"):
-        data.check_datalist(root / "datalist.json")
+    with pytest.raises(volumes.DataError, match=r"empty \(0 bytes\).*c000.nii.gz"):
+        volumes.check_datalist(root / "datalist.json")
 
 
 def _truncate(path: Path) -> None:
@@ -146,7 +154,7 @@ DEFECTS = {
 
 
 @pytest.mark.parametrize("defect", sorted(DEFECTS))
-def test_bad_files_are_named(data, tmp_path, defect):
+def test_bad_files_are_named(volumes, tmp_path, defect):
     root = make_dataset(tmp_path)
     img, lab = root / "images" / "c000.nii.gz", root / "labels" / "c000.nii.gz"
     message, which = DEFECTS[defect]
@@ -190,39 +198,39 @@ def test_bad_files_are_named(data, tmp_path, defect):
         bad = _mha(root / "images" / "c000.mha", vol)
         _truncate(bad)
         _edit(root, lambda d: d["labeled"][0].update(image="images/c000.mha"))
-    with pytest.raises(data.DataError, match=message) as err:
-        data.load_datalist(str(root), "labeled")
+    with pytest.raises(volumes.DataError, match=message) as err:
+        volumes.load_datalist(str(root), "labeled")
     assert str(bad) in str(err.value)
 
 
-def test_other_formats_and_singleton_channel_are_accepted(data, tmp_path):
+def test_other_formats_and_singleton_channel_are_accepted(volumes, tmp_path):
     root = make_dataset(tmp_path)
     ramp = np.arange(np.prod(SHAPE), dtype=np.float32).reshape((*SHAPE, 1))
     _nii(root / "images" / "c000.nii.gz", ramp)  # trailing channel axis of size 1
     arr = np.arange(np.prod(SHAPE), dtype=np.float32).reshape(SHAPE)
     _mha(root / "images" / "c001.mha", arr)  # NRRD/MHA go through MONAI's ITK reader
     _edit(root, lambda d: d["labeled"][1].update(image="images/c001.mha"))
-    items = data.load_datalist(str(root), "labeled")
+    items = volumes.load_datalist(str(root), "labeled")
     assert items[1]["image"].endswith("c001.mha")
-    np.testing.assert_array_equal(data._read_volume(Path(items[1]["image"]), "image"), arr)  # (X, Y, Z) as NIfTI
+    np.testing.assert_array_equal(volumes._read_volume(Path(items[1]["image"]), "image"), arr)  # (X, Y, Z) as NIfTI
     _nii(root / "labels" / "c000.nii.gz", np.full(SHAPE, 3, np.uint8))
-    data.load_datalist(str(root), "labeled", num_classes=4)  # the declared classes bound the label values
+    volumes.load_datalist(str(root), "labeled", num_classes=4)  # the declared classes bound the label values
 
 
-def test_bad_datalists_are_named(data, tmp_path):
+def test_bad_datalists_are_named(volumes, tmp_path):
     def fresh(name):
         return make_dataset(tmp_path / name, n=1)
 
-    with pytest.raises(data.DataError, match="datalist not found.*nowhere"):
-        data.load_datalist(str(tmp_path / "nowhere"), "labeled")
+    with pytest.raises(volumes.DataError, match="datalist not found.*nowhere"):
+        volumes.load_datalist(str(tmp_path / "nowhere"), "labeled")
     root = fresh("json")
     (root / "datalist.json").write_text("{not json")
-    with pytest.raises(data.DataError, match="not valid JSON.*datalist.json"):
-        data.check_datalist(root / "datalist.json")
+    with pytest.raises(volumes.DataError, match="not valid JSON.*datalist.json"):
+        volumes.check_datalist(root / "datalist.json")
     root = fresh("array")
     (root / "datalist.json").write_text("[]")
-    with pytest.raises(data.DataError, match="must be a JSON object.*datalist.json"):
-        data.check_datalist(root / "datalist.json")
+    with pytest.raises(volumes.DataError, match="must be a JSON object.*datalist.json"):
+        volumes.check_datalist(root / "datalist.json")
     cases = {
         "empty": (lambda d: d.update(labeled=[]), r"'labeled' list of .*datalist.json is missing or empty"),
         "absent": (lambda d: d.pop("labeled"), r"'labeled' list of .*datalist.json is missing or empty"),
@@ -238,35 +246,35 @@ def test_bad_datalists_are_named(data, tmp_path):
     for name, (fn, message) in cases.items():
         root = fresh(name)
         _edit(root, fn)
-        with pytest.raises(data.DataError, match=message):
-            data.load_datalist(str(root), "labeled")
+        with pytest.raises(volumes.DataError, match=message):
+            volumes.load_datalist(str(root), "labeled")
     # validation and test may share cases when the preparation tool says so (--test_from val)
     root = fresh("shared_eval")
     _edit(root, lambda d: d.update(test=d["validation"], split={"test_from": "val"}))
-    assert len(data.load_datalist(str(root), "test")) == 1
+    assert len(volumes.load_datalist(str(root), "test")) == 1
 
 
-def test_phantom_generation(data, tmp_path):
-    items = data.load_datalist(str(tmp_path / "acdc"), "labeled", num_classes=4, generate_phantom=True,
+def test_phantom_generation(volumes, tmp_path):
+    items = volumes.load_datalist(str(tmp_path / "acdc"), "labeled", num_classes=4, generate_phantom=True,
                                phantom_kind="acdc", limit=1)
     assert len(items) == 1 and items[0]["spacing"] == [1.5, 1.5, 8.0]
     assert nib.load(items[0]["image"]).shape == (128, 128, 10)
 
 
-def test_list_volumes(data, tmp_path):
+def test_list_volumes(volumes, tmp_path):
     root = make_dataset(tmp_path, n=1)
     (root / "images" / "notes.txt").write_text("not a volume")
     _mha(root / "images" / "extra.mha", np.zeros(SHAPE, np.float32))
-    found = data.list_volumes(str(root / "images"))
+    found = volumes.list_volumes(str(root / "images"))
     assert len(found) == 5 and all(set(f) == {"image"} for f in found)
-    assert data.list_volumes([root / "images" / "c000.nii.gz"]) == [{"image": str(root / "images" / "c000.nii.gz")}]
-    with pytest.raises(data.DataError, match="not found.*missing.nii.gz"):
-        data.list_volumes(str(root / "missing.nii.gz"))
+    assert volumes.list_volumes([root / "images" / "c000.nii.gz"]) == [{"image": str(root / "images" / "c000.nii.gz")}]
+    with pytest.raises(volumes.DataError, match="not found.*missing.nii.gz"):
+        volumes.list_volumes(str(root / "missing.nii.gz"))
     (tmp_path / "empty").mkdir()
-    with pytest.raises(data.DataError, match="no volumes.*empty"):
-        data.list_volumes(str(tmp_path / "empty"))
-    with pytest.raises(data.DataError, match="not a volume file.*notes.txt"):
-        data.list_volumes(str(root / "images" / "notes.txt"))
+    with pytest.raises(volumes.DataError, match="no volumes.*empty"):
+        volumes.list_volumes(str(tmp_path / "empty"))
+    with pytest.raises(volumes.DataError, match="not a volume file.*notes.txt"):
+        volumes.list_volumes(str(root / "images" / "notes.txt"))
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -274,11 +282,11 @@ def test_list_volumes(data, tmp_path):
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def test_slice_dataset_items_match_the_volumes(data, tfm, tmp_path):
+def test_slice_dataset_items_match_the_volumes(volumes, tfm, tmp_path):
     root = make_dataset(tmp_path, num_classes=4)
-    lab_items = data.load_datalist(str(root), "labeled", num_classes=4)
-    unl_items = data.load_datalist(str(root), "unlabeled", num_classes=4)
-    ds = data.SliceDataset(lab_items + unl_items[:1])
+    lab_items = volumes.load_datalist(str(root), "labeled", num_classes=4)
+    unl_items = volumes.load_datalist(str(root), "unlabeled", num_classes=4)
+    ds = volumes.SliceDataset(lab_items + unl_items[:1])
     assert len(ds) == 3 * SHAPE[2] and len(ds.data) == len(ds)
     vol = nib.load(lab_items[1]["image"]).get_fdata().astype(np.float32)
     lab = np.asarray(nib.load(lab_items[1]["label"]).dataobj)
@@ -292,14 +300,14 @@ def test_slice_dataset_items_match_the_volumes(data, tfm, tmp_path):
     assert "label" not in last and last["case"] == unl_items[0]["case"] and last["slice"] == SHAPE[2] - 1
     item["image"] += 100  # items are copies: the stored volumes stay intact
     np.testing.assert_array_equal(ds[SHAPE[2] + 3]["image"][0].numpy(), vol[..., 3])
-    assert len(data.SliceDataset(lab_items, min_foreground=1)) == 2 * 4  # only slices 2..5 hold foreground
+    assert len(volumes.SliceDataset(lab_items, min_foreground=1)) == 2 * 4  # only slices 2..5 hold foreground
     assert len(ds[2:5]) == 3
-    aug = data.SliceDataset(lab_items, transform=tfm.acdc_train_transforms(size=(24, 24)))
+    aug = volumes.SliceDataset(lab_items, transform=tfm.acdc_train_transforms(size=(24, 24)))
     aug.transform.set_random_state(seed=0)
     out = aug[0]
     assert out["image"].shape == (1, 24, 24) and out["label"].shape == (1, 24, 24)
     assert set(torch.as_tensor(out["label"]).unique().tolist()) <= {0, 1, 2, 3}
-    assert len(data.SliceDataset([], transform=aug.transform)) == 0
+    assert len(volumes.SliceDataset([], transform=aug.transform)) == 0
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -308,12 +316,12 @@ def test_slice_dataset_items_match_the_volumes(data, tfm, tmp_path):
 
 
 @pytest.fixture
-def la_streams(data, tfm, tmp_path):
+def la_streams(volumes, tfm, tmp_path):
     from monai.data import CacheDataset
 
     root = make_dataset(tmp_path, n=4)
-    lab = CacheDataset(data.load_datalist(str(root), "labeled"), tfm.la_train_transforms(roi_size=ROI), progress=False)
-    unl = CacheDataset(data.load_datalist(str(root), "unlabeled"), tfm.la_unlabeled_transforms(roi_size=ROI),
+    lab = CacheDataset(volumes.load_datalist(str(root), "labeled"), tfm.la_train_transforms(roi_size=ROI), progress=False)
+    unl = CacheDataset(volumes.load_datalist(str(root), "unlabeled"), tfm.la_unlabeled_transforms(roi_size=ROI),
                        progress=False)
     return lab, unl
 
@@ -357,7 +365,7 @@ def test_multi_stream_batches_determinism_and_exact_resume(data, la_streams):
     assert _same(next(iter(resumed)), ref[3], keys)
 
 
-def test_multi_stream_fallbacks(data, tfm, la_streams, caplog):
+def test_multi_stream_fallbacks(data, volumes, tfm, la_streams, caplog):
     from monai.data import CacheDataset
 
     lab, _ = la_streams
@@ -378,22 +386,22 @@ def test_multi_stream_fallbacks(data, tfm, la_streams, caplog):
     # supervised baseline: only the labelled keys
     only = next(iter(data.MultiStreamLoader(lab, None, batch_size=2, fallback=False)))
     assert {"image", "label"} <= set(only) and not set(keys) & set(only)
-    with pytest.raises(data.DataError, match="labelled stream is empty"):
+    with pytest.raises(volumes.DataError, match="labelled stream is empty"):
         data.MultiStreamLoader([], batch_size=2)
 
 
-def test_multi_stream_with_slices(data, tfm, tmp_path):
+def test_multi_stream_with_slices(data, volumes, tfm, tmp_path):
     root = make_dataset(tmp_path, num_classes=4)
-    lab = data.SliceDataset(data.load_datalist(str(root), "labeled", num_classes=4),
+    lab = volumes.SliceDataset(volumes.load_datalist(str(root), "labeled", num_classes=4),
                             transform=tfm.acdc_train_transforms(size=(24, 24)))
     unl_tf = tfm.acdc_unlabeled_transforms(size=(24, 24))
-    unl = data.SliceDataset(data.load_datalist(str(root), "unlabeled", num_classes=4), transform=unl_tf)
+    unl = volumes.SliceDataset(volumes.load_datalist(str(root), "unlabeled", num_classes=4), transform=unl_tf)
     b = next(iter(data.MultiStreamLoader(lab, unl, batch_size=3, seed=0)))
     assert b["image"].shape == (3, 1, 24, 24) and b["label"].shape == (3, 1, 24, 24)
     assert all(b[k].shape == (3, 1, 24, 24) for k in (*data.UNLABELED_KEYS, *data.MIX_KEYS))
     assert len(b["case"]) == 3 and b["slice"].shape == (3,)
-    fallback = data.MultiStreamLoader(lab, data.SliceDataset([], transform=unl_tf), batch_size=3, seed=0)
-    assert isinstance(fallback._source, data.SliceDataset) and fallback._source.transform is unl_tf
+    fallback = data.MultiStreamLoader(lab, volumes.SliceDataset([], transform=unl_tf), batch_size=3, seed=0)
+    assert isinstance(fallback._source, volumes.SliceDataset) and fallback._source.transform is unl_tf
     assert "label" not in fallback._source[0]
     assert next(iter(fallback))["mix_image_s1"].shape == (3, 1, 24, 24)
 
@@ -428,18 +436,18 @@ def _prepare_tool():
 
 
 @pytest.mark.realdata
-def test_real_la_and_acdc(data, shared_data, tmp_path):
+def test_real_la_and_acdc(volumes, shared_data, tmp_path):
     pdt = _prepare_tool()
     la = pdt.la(str(shared_data / "LA"), str(tmp_path / "la"), num_labeled=8, test_from="val")
-    content = data.check_datalist(la)
+    content = volumes.check_datalist(la)
     assert len(content["labeled"]) == 8 and content["test"] == content["validation"]
-    items = data.load_datalist(str(tmp_path / "la"), "labeled")
+    items = volumes.load_datalist(str(tmp_path / "la"), "labeled")
     assert items[0]["spacing"] == [0.625, 0.625, 0.625] and Path(items[0]["image"]).is_file()
     acdc = pdt.acdc(str(shared_data / "ACDC"), str(tmp_path / "acdc"), labeled_patients=3)
-    data.check_datalist(acdc, num_classes=4)
-    labeled = data.load_datalist(str(tmp_path / "acdc"), "labeled", num_classes=4)
+    volumes.check_datalist(acdc, num_classes=4)
+    labeled = volumes.load_datalist(str(tmp_path / "acdc"), "labeled", num_classes=4)
     assert all("spacing" not in i for i in labeled)  # not stored in the ACDC files
-    ds = data.SliceDataset(labeled)
+    ds = volumes.SliceDataset(labeled)
     assert len(ds) == 68  # the 3-patient split's labelled slices
     values = set()
     for k in range(0, len(ds), 7):

@@ -23,8 +23,8 @@ from torch import nn
 def cm():
     """The crossmatch_3d ``scripts`` package with the modules these tests use."""
     scripts = import_bundle("crossmatch_3d")
-    for name in ("networks", "losses", "masks", "inferers", "common.runtime", "common.run_folder", "common.schedules",
-                 "transforms", "phantom"):
+    for name in ("networks", "losses", "masks", "inferers", "common.inference", "common.runtime", "common.run_folder",
+                 "common.schedules", "transforms", "common.phantom_3d"):
         importlib.import_module(f"scripts.{name}")
     return scripts
 
@@ -556,7 +556,7 @@ def test_overlap_for_strides(cm):
 
 
 def test_slice_resize_inferer(cm):
-    from scripts.inferers import AmpInferer, SliceResizeInferer
+    from scripts.common.inference import AmpInferer, SliceResizeInferer
     from scripts.networks import UNet2D
 
     torch.manual_seed(0)
@@ -594,7 +594,8 @@ def test_slice_resize_inferer(cm):
 def test_amp_inferer_fp32_sliding_window(cm):
     from monai.inferers import SimpleInferer
 
-    from scripts.inferers import AmpInferer, PaperSlidingWindowInferer
+    from scripts.common.inference import AmpInferer
+    from scripts.inferers import PaperSlidingWindowInferer
     from scripts.networks import VNet
 
     torch.manual_seed(0)
@@ -611,8 +612,9 @@ def test_amp_inferer_fp32_sliding_window(cm):
 
 
 def test_amp_inferer_half_weights_copy_matches_autocast(cm):
+    from scripts.common.inference import AmpInferer, fold_batch_norm
     from scripts.common.runtime import network_to_memory_format
-    from scripts.inferers import AmpInferer, PaperSlidingWindowInferer, fold_batch_norm
+    from scripts.inferers import PaperSlidingWindowInferer
     from scripts.networks import VNet
 
     torch.manual_seed(0)
@@ -630,7 +632,7 @@ def test_amp_inferer_half_weights_copy_matches_autocast(cm):
 
 @pytest.mark.parametrize("kind", ["vnet", "unet"])
 def test_fold_batch_norm_same_function_original_untouched(cm, kind):
-    from scripts.inferers import fold_batch_norm
+    from scripts.common.inference import fold_batch_norm
     from scripts.networks import UNet2D, VNet
 
     torch.manual_seed(0)
@@ -648,8 +650,8 @@ def test_fold_batch_norm_same_function_original_untouched(cm, kind):
 
 
 def test_channels_last_auto_follows_mixed_precision(cm):
+    from scripts.common.inference import AmpInferer, SliceResizeInferer
     from scripts.common.runtime import resolve_channels_last
-    from scripts.inferers import AmpInferer, SliceResizeInferer
     from scripts.networks import UNet2D
 
     assert resolve_channels_last("auto", torch.bfloat16) is True and resolve_channels_last("auto", None) is False
@@ -721,7 +723,7 @@ def test_resolve_run_dir_and_amp_dtype(cm, tmp_path):
 
 
 def test_la_phantom(cm):
-    from scripts.phantom import LA_SIZE, la_phantom
+    from scripts.common.phantom_3d import LA_SIZE, la_phantom
 
     img, lab = la_phantom(0)
     assert img.shape == lab.shape == LA_SIZE and img.dtype == np.float32 and lab.dtype == np.uint8
@@ -737,7 +739,7 @@ def test_la_phantom(cm):
 
 
 def test_cardiac_phantom(cm):
-    from scripts.phantom import ACDC_SIZE, cardiac_phantom
+    from scripts.common.phantom_3d import ACDC_SIZE, cardiac_phantom
 
     img, lab = cardiac_phantom(0)
     assert img.shape == lab.shape == ACDC_SIZE and img.dtype == np.float32 and lab.dtype == np.uint8
@@ -756,7 +758,7 @@ def test_cardiac_phantom(cm):
 
 
 def test_write_phantom_dataset(cm, tmp_path, monkeypatch):
-    from scripts import phantom
+    from scripts.common import phantom_3d as phantom
 
     for kind, spacing in (("acdc", [1.5, 1.5, 8.0]), ("la", [0.625] * 3)):
         if kind == "la":  # the real generator at a small size, to keep the test fast

@@ -125,7 +125,8 @@ def test_bad_label_values_stop_before_training(tmp_path):
     b = _copy_bundle(tmp_path)
     data = tmp_path / "bad"
     proc = subprocess.run([sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
-                           "from scripts.phantom import write_phantom_dataset; write_phantom_dataset(sys.argv[2], 'la')",
+                           "from scripts.common.phantom_3d import write_phantom_dataset; "
+                           "write_phantom_dataset(sys.argv[2], 'la')",
                            str(b), str(data)], capture_output=True, text=True, timeout=300)
     _ok(proc)
     label_file = data / json.loads((data / "datalist.json").read_text())["labeled"][0]["label"]

@@ -541,7 +541,7 @@ def test_crossmatch_bn_statistics_from_every_pass(cm):
 
 def test_crossmatch_acdc_nearest_resizing(cm):
     """image_mode/back_mode nearest: the reference's order-0 zoom in and out (no interpolated values)."""
-    from scripts.inferers import SliceResizeInferer
+    from scripts.common.inference import SliceResizeInferer
     from scripts.transforms import acdc_train_transforms
 
     g = torch.Generator().manual_seed(0)

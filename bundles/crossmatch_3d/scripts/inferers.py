@@ -7,10 +7,9 @@
   coverage count). It is MONAI's :class:`~monai.inferers.SlidingWindowInferer` with constant blending and per-axis
   overlaps chosen so that ``int(roi * (1 - overlap))`` equals the strides; MONAI's scan gives exactly the reference
   windows (checked against :func:`sliding_window_loop` in the tests).
-- :class:`SliceResizeInferer`: a 2D network on a 3D volume, slice by slice along the last axis; each slice is resized
-  to the network's size (256x256), predicted, and resized back to the volume's own size (ACDC protocol).
-- :class:`AmpInferer` and :func:`fold_batch_norm` (the shared runtime's, :mod:`scripts.common.inference`, re-exported):
-  the network under device-aware autocast and channels-last, softmax probabilities per window or slice.
+
+The slice-wise inferer of the ACDC protocol (``SliceResizeInferer``) and the mixed-precision wrapper every inferer runs
+in (``AmpInferer``) are shared with the other bundles in :mod:`scripts.common.inference`.
 """
 
 from __future__ import annotations
@@ -22,18 +21,10 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from monai.inferers import Inferer, SlidingWindowInferer
+from monai.inferers import SlidingWindowInferer
 
-from .common.inference import AmpInferer, fold_batch_norm
+__all__ = ["PaperSlidingWindowInferer", "overlap_for_strides", "sliding_window_loop"]
 
-__all__ = [
-    "AmpInferer",
-    "PaperSlidingWindowInferer",
-    "SliceResizeInferer",
-    "fold_batch_norm",
-    "overlap_for_strides",
-    "sliding_window_loop",
-]
 
 def overlap_for_strides(roi_size: Sequence[int], strides: Sequence[int]) -> list[float]:
     """Per-axis overlaps for MONAI's sliding window such that ``int(roi * (1 - overlap)) == stride`` on every axis.
@@ -105,46 +96,3 @@ def sliding_window_loop(
     out = score / count
     crop = (slice(None), slice(None), *[slice(low, low + s) for low, s in zip(lo, size)])
     return out[crop]
-
-
-class SliceResizeInferer(Inferer):
-    """Run a 2D network on every slice (last axis) of a ``(B, C, H, W, D)`` volume at a fixed in-plane size.
-
-    Each slice is resized to ``roi_size`` (``mode``: ``"bilinear"`` or the reference's ``"nearest"``), predicted, and
-    the network output resized back to ``(H, W)`` (``back_mode``: ``"bilinear"`` on probabilities, or ``"nearest"``,
-    the reference's order-0 zoom of the label map), then the slices are stacked back into the volume.
-    A ``(B, C, H, W)`` input is treated as one slice per batch item.
-
-    Args:
-        roi_size: the network's input size (256, 256).
-        slice_batch_size: slices per network call.
-        mode: interpolation of the image slices.
-        back_mode: interpolation of the outputs back to the native size.
-    """
-
-    def __init__(self, roi_size: Sequence[int] = (256, 256), slice_batch_size: int = 16, mode: str = "bilinear",
-                 back_mode: str = "bilinear") -> None:
-        super().__init__()
-        self.roi_size = tuple(int(s) for s in roi_size)
-        self.slice_batch_size = int(slice_batch_size)
-        self.mode, self.back_mode = mode, back_mode
-
-    @staticmethod
-    def _resize(x: torch.Tensor, size: Sequence[int], mode: str) -> torch.Tensor:
-        if tuple(x.shape[2:]) == tuple(size):
-            return x
-        kw = {"align_corners": False} if mode in ("bilinear", "bicubic") else {}
-        return F.interpolate(x, size=tuple(size), mode=mode, **kw)
-
-    def __call__(self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args: Any, **kwargs: Any) -> torch.Tensor:
-        squeeze = inputs.ndim == 4
-        vol = inputs.unsqueeze(-1) if squeeze else inputs
-        b, c, h, w, d = vol.shape
-        slices = vol.permute(0, 4, 1, 2, 3).reshape(b * d, c, h, w)
-        outs = []
-        for chunk in slices.split(self.slice_batch_size):
-            y = network(self._resize(chunk, self.roi_size, self.mode), *args, **kwargs)
-            outs.append(self._resize(y.float(), (h, w), self.back_mode))
-        out = torch.cat(outs)
-        out = out.reshape(b, d, out.shape[1], h, w).permute(0, 2, 3, 4, 1)
-        return out[..., 0] if squeeze else out

@@ -215,7 +215,7 @@ def _acdc_geometric(keys: Sequence[str], size: Sequence[int], image_mode: str) -
 
 
 def acdc_train_transforms(size: Sequence[int] = (256, 256), image_mode: str = "bilinear") -> Compose:
-    """Labelled ACDC slices (already channel-first 2D, see :class:`scripts.data.SliceDataset`): geometric + resize.
+    """Labelled ACDC slices (channel-first 2D, see :class:`scripts.common.volumes.SliceDataset`): geometric + resize.
 
     ``image_mode="nearest"`` reproduces the reference's order-0 zoom of the image.
     """

@@ -7,7 +7,7 @@ The format (``docs/dataset_format.md``) is a MONAI datalist JSON with ``labeled`
 ``test`` lists, paths relative to the datalist, and an optional global ``spacing`` (``spacing_known: false`` for
 data without a physical size). Every problem a user can make with their data is reported before training starts,
 as a :class:`.errors.DataError` naming the file and what is wrong. Reading and checking one image or volume is the
-bundle's (``check_item``): 2D images and 3D volumes need different readers.
+caller's (``check_item``): 2D images and 3D volumes need different readers (:mod:`.images2d`, :mod:`.volumes`).
 """
 
 from __future__ import annotations
@@ -292,7 +292,7 @@ def load_datalists(load: Callable[..., list[dict]], keys: Sequence[str] = SPLITS
     A config builds its lists with one component instead of one near-copy per list, e.g.::
 
         datalists: {_target_: scripts.common.datalist.load_datalists,
-                    load: {_target_: scripts.data.load_datalist, _mode_: callable}, dataset_dir: ...}
+                    load: {_target_: scripts.common.volumes.load_datalist, _mode_: callable}, dataset_dir: ...}
         train#dataset#data: "$@datalists['labeled']"
     """
     limits = dict(limits or {})

@@ -1,6 +1,11 @@
 # Copyright (c) 2026 ssl-monai-bundles contributors
 # SPDX-License-Identifier: Apache-2.0
-"""Deterministic synthetic phantoms in the prepared dataset format (NIfTI + ``datalist.json``).
+"""Deterministic synthetic 3D MRI phantoms: the default data of the volume bundles (NIfTI + ``datalist.json``).
+
+The generator writes the project's prepared dataset format (``docs/dataset_format.md`` of the repository):
+``images/<case>.nii.gz``, ``labels/<case>.nii.gz`` (class indices, axes (X, Y, Z), the spacing in the affine) and a
+``datalist.json`` holding the ``labeled``, ``unlabeled``, ``validation`` and ``test`` lists (counts:
+:data:`PHANTOM_SPLITS`). Case ``i`` is drawn from its own generator seeded by ``seed * 1000 + i``. Two kinds:
 
 - ``kind="la"``: atrium-like 3D MRI volumes: a smooth, irregular blob with a few vein-like tubes leaving it (label 1),
   unlabelled distractor structures, a multiplicative intensity inhomogeneity, Rician-like noise, z-scored per volume,
@@ -27,7 +32,8 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["PHANTOM_SPLITS", "cardiac_phantom", "ensure_phantom_dataset", "la_phantom", "write_phantom_dataset"]
+__all__ = ["ACDC_SIZE", "LA_SIZE", "PHANTOM_SPLITS", "cardiac_phantom", "ensure_phantom_dataset", "la_phantom",
+           "write_phantom_dataset"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +46,7 @@ ACDC_SIZE = (128, 128, 10)
 
 
 def _smooth_field(rng: np.random.Generator, shape: Sequence[int], sigma: float, amplitude: float) -> np.ndarray:
+    """Gaussian-smoothed white noise of ``shape`` (width ``sigma`` voxels), scaled to a peak of ``amplitude``."""
     f = ndimage.gaussian_filter(rng.standard_normal(shape), sigma)
     return f / (np.abs(f).max() + 1e-8) * amplitude
 
@@ -54,7 +61,15 @@ def _tube(shape: Sequence[int], start: np.ndarray, direction: np.ndarray, length
 
 
 def la_phantom(seed: int, shape: Sequence[int] = LA_SIZE) -> tuple[np.ndarray, np.ndarray]:
-    """One atrium-like volume ``(image float32 z-scored, label uint8 {0,1})`` of ``shape`` (X, Y, Z)."""
+    """One atrium-like volume ``(image float32 z-scored, label uint8 {0,1})`` of ``shape`` (X, Y, Z).
+
+    Args:
+        seed: the seed of the volume's own random generator (the same seed gives the same volume).
+        shape: the volume's size (X, Y, Z).
+
+    Returns:
+        the image and its label.
+    """
     rng = np.random.default_rng(seed)
     shape = tuple(int(s) for s in shape)
     grid = np.stack(np.meshgrid(*[np.arange(s) for s in shape], indexing="ij"), -1).astype(np.float32)
@@ -87,7 +102,15 @@ def la_phantom(seed: int, shape: Sequence[int] = LA_SIZE) -> tuple[np.ndarray, n
 
 
 def cardiac_phantom(seed: int, shape: Sequence[int] = ACDC_SIZE) -> tuple[np.ndarray, np.ndarray]:
-    """One cardiac-like short-axis stack ``(image float32 in [0,1], label uint8 {0..3})`` of ``shape`` (H, W, Z)."""
+    """One cardiac-like short-axis stack ``(image float32 in [0,1], label uint8 {0..3})`` of ``shape`` (H, W, Z).
+
+    Args:
+        seed: the seed of the stack's own random generator (the same seed gives the same stack).
+        shape: the stack's size (H, W, slices).
+
+    Returns:
+        the image and its label (1 right ventricle, 2 myocardium, 3 left ventricle).
+    """
     rng = np.random.default_rng(seed)
     h, w, nz = (int(s) for s in shape)
     yy, xx = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
@@ -131,12 +154,27 @@ def cardiac_phantom(seed: int, shape: Sequence[int] = ACDC_SIZE) -> tuple[np.nda
 
 
 def _save(path: Path, array: np.ndarray, spacing: Sequence[float]) -> None:
+    """Save ``array`` as NIfTI with a diagonal affine of ``spacing``."""
     nib.save(nib.Nifti1Image(array, np.diag([*spacing, 1.0])), str(path))
 
 
 def write_phantom_dataset(dataset_dir: str | os.PathLike, kind: str = "la", splits: dict[str, int] | None = None,
                           seed: int = 0) -> Path:
-    """Write a phantom dataset (``images/``, ``labels/``, ``datalist.json``) into ``dataset_dir`` (must not exist)."""
+    """Write a phantom dataset (``images/``, ``labels/``, ``datalist.json``) into ``dataset_dir`` (must not exist).
+
+    Args:
+        dataset_dir: the folder to create.
+        kind: ``"la"`` (atrium-like volumes) or ``"acdc"`` (cardiac-like short-axis stacks).
+        splits: the number of cases per list (default :data:`PHANTOM_SPLITS` of ``kind``).
+        seed: the dataset's seed.
+
+    Returns:
+        ``dataset_dir`` as a ``Path``.
+
+    Raises:
+        ValueError: an unknown ``kind``.
+        FileExistsError: ``dataset_dir`` exists.
+    """
     if kind not in PHANTOM_SPLITS:
         raise ValueError(f"unknown phantom kind {kind!r}; choose one of {sorted(PHANTOM_SPLITS)}.")
     splits = dict(splits or PHANTOM_SPLITS[kind])
@@ -153,7 +191,7 @@ def write_phantom_dataset(dataset_dir: str | os.PathLike, kind: str = "la", spli
         else {"0": "background", "1": "right ventricle", "2": "myocardium", "3": "left ventricle"},
         "spacing": spacing,
         "spacing_known": True,
-        "source": {"format": "phantom", "path": None, "tool": f"scripts.phantom.write_phantom_dataset(kind={kind!r})"},
+        "source": {"format": "phantom", "path": None, "tool": f"scripts.common.phantom_3d.write_phantom_dataset(kind={kind!r})"},
         "split": {"seed": seed, "group_by": "case", "counts": splits},
     }
     index = 0
@@ -179,6 +217,17 @@ def ensure_phantom_dataset(dataset_dir: str | os.PathLike, kind: str = "la", see
 
     Generation is atomic: a temporary sibling folder is written, then renamed; if another process finished first,
     its dataset is kept. An existing non-empty folder without a datalist is never touched.
+
+    Args:
+        dataset_dir: the dataset folder.
+        kind: ``"la"`` or ``"acdc"`` (:func:`write_phantom_dataset`).
+        seed: the dataset's seed.
+
+    Returns:
+        ``dataset_dir`` as a ``Path``.
+
+    Raises:
+        FileExistsError: ``dataset_dir`` is a non-empty folder without a ``datalist.json``.
     """
     out = Path(dataset_dir)
     if (out / "datalist.json").is_file():
