@@ -55,6 +55,7 @@ WORKFLOWS = {
     "ldm_autoencoder": ("mgcc_us", "LDM autoencoder training iteration"),
     "ldm_diffusion": ("mgcc_us", "LDM diffusion training iteration"),
     "ldm_sample": ("mgcc_us", "LDM sampling per image (DDIM)"),
+    "localcontrast": ("localcontrast_2d", "local contrastive joint iteration"),
 }
 SETTINGS = {
     # published: the papers' batch and image sizes; demo: what the demo overlays train with
@@ -72,6 +73,8 @@ SETTINGS = {
     "mgcc": {"published": {"batch": 4, "size": 256, "width": 64, "mixer_depth": 3},
              "demo": {"batch": 4, "size": 64, "width": 8, "mixer_depth": 1}},
     "ldm_autoencoder": {"published": {"batch": 8, "preset": "published"}, "demo": {"batch": 8, "preset": "demo"}},
+    "localcontrast": {"published": {"batch": 20, "contrast": 5, "size": 192, "classes": 4},
+                      "demo": {"batch": 8, "contrast": 5, "size": 64, "classes": 4}},
     "ldm_diffusion": {"published": {"batch": 8, "preset": "published"}, "demo": {"batch": 8, "preset": "demo"}},
     "ldm_sample": {"published": {"batch": 1, "preset": "published", "steps": 50},
                    "demo": {"batch": 1, "preset": "demo", "steps": 50}},
@@ -315,6 +318,39 @@ def _ldm(workflow: str, cfg: dict, amp: bool, device: torch.device):
     return step, {"amp_dtype": "None", "unit": "s/image"}
 
 
+def _localcontrast(cfg: dict, amp: bool, device: torch.device):
+    """One joint iteration of the local contrastive self-training: the segmentation batch and 10 contrastive pairs
+    (5 labelled + 5 pseudo-labelled slices) in one forward pass, both losses, update."""
+    from scripts.data import CONTRAST_LABELED, CONTRAST_UNLABELED
+    from scripts.losses import JointLoss
+    from scripts.networks import LocalContrastUNet
+    from scripts.trainer import LocalContrastTrainer
+    from scripts.transforms import RandBrightnessContrast
+
+    b, n, s, c = cfg["batch"], cfg["contrast"], cfg["size"], cfg["classes"]
+    net = LocalContrastUNet(num_classes=c).to(device)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    trainer = LocalContrastTrainer(device=device, max_epochs=1, epoch_length=1, train_data_loader=[{}], network=net,
+                                   optimizer=opt, loss=JointLoss(c), supervised_iterations=0,
+                                   intensity=RandBrightnessContrast(), num_classes=c, amp=amp, channels_last="auto")
+
+    def labels(k: int) -> torch.Tensor:  # every class in every slice: four bands
+        lab = torch.zeros(k, 1, s, s)
+        for i in range(1, c):
+            lab[..., i * s // c:(i + 1) * s // c] = i
+        return lab
+
+    batch = {"image": torch.rand(b, 1, s, s), "label": labels(b)}
+    for prefix in (CONTRAST_LABELED, CONTRAST_UNLABELED):
+        batch[f"{prefix}_image"], batch[f"{prefix}_label"] = torch.rand(n, 1, s, s), labels(n)
+    trainer.state.iteration = 1
+
+    def step() -> None:
+        trainer._iteration(trainer, dict(batch))
+
+    return step, {"amp_dtype": str(trainer.amp_dtype), "unit": "s/iteration"}
+
+
 def _build(workflow: str, setting: str, precision: str, device: str | None, threads: int,
            keep_freed_memory: bool = True):
     """The step function of one workflow at one setting and precision, with its record fields, config and device.
@@ -339,6 +375,8 @@ def _build(workflow: str, setting: str, precision: str, device: str | None, thre
         step, info = _mgcc(cfg, amp, dev)
     elif workflow.startswith("ldm_"):
         step, info = _ldm(workflow, cfg, amp, dev)
+    elif workflow == "localcontrast":
+        step, info = _localcontrast(cfg, amp, dev)
     else:
         step, info = _crossmatch(workflow, cfg, amp, dev)
     return step, info, cfg, dev

@@ -118,7 +118,7 @@ def kill_mid_run(bundle_dir: Path, configs: list[str], overrides: list[str], che
 
 # The modules whose end-to-end demo runs take minutes; they run first so that, with pytest-xdist, they start
 # together on different workers instead of one of them starting last and running alone.
-FIRST_MODULES = ("test_switch_workflows.py", "test_crossmatch_workflows.py")
+FIRST_MODULES = ("test_switch_workflows.py", "test_crossmatch_workflows.py", "test_localcontrast_workflows.py")
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:

@@ -179,17 +179,21 @@ def _inference_run_name_outside(bundle: str) -> Callable[[Path], Trial]:
     return setup
 
 
+MODEL_SIZES: dict[str, tuple[dict, tuple]] = {
+    "crossmatch_3d": ({"task": "la", "num_classes": 2, "roi_size": [48, 48, 32]}, ("--roi_size", "[112,112,80]")),
+    "localcontrast_2d": ({"num_classes": 4, "image_size": 128}, ("--image_size", 256)),  # its 4 ACDC classes
+}
+"""Per bundle: the size settings a model records and an evaluation option that contradicts them (default: a 2D
+model of two classes trained at 128 px, evaluated at 256)."""
+
+
 def _evaluate_contradicts_model(bundle: str) -> Callable[[Path], Trial]:
     """The README's evaluation command with a size other than the model's (the demo trains at 128 px / 48x48x32)."""
 
     def setup(tmp: Path) -> Trial:
         root = _bundle_copy(tmp, bundle)
-        if bundle in TWO_D_BUNDLES:
-            _fake_model(root, {"bundle": bundle, "image_size": 128, "num_classes": 2})
-            option = ("--image_size", 256)
-        else:
-            _fake_model(root, {"bundle": bundle, "task": "la", "num_classes": 2, "roi_size": [48, 48, 32]})
-            option = ("--roi_size", "[112,112,80]")
+        settings, option = MODEL_SIZES.get(bundle, ({"image_size": 128, "num_classes": 2}, ("--image_size", 256)))
+        _fake_model(root, {"bundle": bundle, **settings})
         return Trial(_bundle_run(root, ["configs/train.yaml", "configs/evaluate.yaml"], *option), (tmp,))
 
     return setup
@@ -213,13 +217,26 @@ def _size_the_network_cannot_take(bundle: str, option: tuple, configs: tuple = (
     return setup
 
 
-def _small_dataset(tmp: Path, bundle: str, *, kind: str = "fine", n: int = 3, label_value: int = 1) -> Path:
+LABEL_CLASSES = {"localcontrast_2d": 4}
+"""The classes (background included) that :func:`_small_dataset`'s labels hold, where a bundle needs more than two:
+localcontrast_2d trains on slices holding at least 3 labels (``seg_min_classes``) and contrasts slices holding all 4
+(its 4 declared ACDC classes)."""
+
+NEEDS_UNLABELED = ("localcontrast_2d",)
+"""The bundles whose training stops without an 'unlabeled' list (its volumes are pseudo-labelled every round)."""
+
+
+def _small_dataset(tmp: Path, bundle: str, *, kind: str = "fine", n: int = 3, label_value: int | None = None,
+                   classes: int | None = None) -> Path:
     """A prepared dataset of ``n`` 32-pixel images (2D PNG or 3D NIfTI): two labelled, the rest validation.
 
-    ``kind`` makes the second labelled image ``constant`` (uniform grey) or ``tiny`` (4 pixels on a side);
-    ``label_value`` is the class its labels hold. With ``n >= 5`` every list is filled (unlabelled, validation and
-    test items after the two labelled ones).
+    ``kind`` makes the second labelled image ``constant`` (uniform grey) or ``tiny`` (4 pixels on a side). The
+    labels hold the classes ``1..classes-1`` (default :data:`LABEL_CLASSES`, else 2: class 1 alone), one quadrant
+    each; ``label_value`` makes them hold that one value instead. With ``n >= 5`` every list is filled (unlabelled,
+    validation and test items after the two labelled ones).
     """
+    classes = LABEL_CLASSES.get(bundle, 2) if classes is None else classes
+    values = list(range(1, classes)) if label_value is None else [label_value]
     data = tmp / "data"
     (data / "images").mkdir(parents=True)
     (data / "labels").mkdir()
@@ -232,7 +249,11 @@ def _small_dataset(tmp: Path, bundle: str, *, kind: str = "fine", n: int = 3, la
         if kind == "constant" and i == 1:
             image[:] = 128
         label = np.zeros(shape, np.uint8)
-        label[: side // 2, : side // 2] = label_value
+        half = side // 2
+        quadrants = [(slice(None, half), slice(None, half)), (slice(None, half), slice(half, None)),
+                     (slice(half, None), slice(None, half))]
+        for value, (rows, cols) in zip(values, quadrants, strict=False):
+            label[rows, cols] = value
         if bundle in TWO_D_BUNDLES:
             Image.fromarray(image).save(data / "images" / f"c{i}.png")
             Image.fromarray(label).save(data / "labels" / f"c{i}.png")
@@ -261,11 +282,11 @@ def _degenerate_image(bundle: str, kind: str) -> Callable[[Path], Trial]:
 
 
 def _more_classes_than_declared(bundle: str) -> Callable[[Path], Trial]:
-    """Labels that hold class 2 where the config declares two classes (background and one foreground)."""
+    """Labels that hold class C where the config declares C classes (0..C-1: two, or :data:`LABEL_CLASSES`)."""
 
     def setup(tmp: Path) -> Trial:
         root = _bundle_copy(tmp, bundle)
-        data = _small_dataset(tmp, bundle, label_value=2)
+        data = _small_dataset(tmp, bundle, label_value=LABEL_CLASSES.get(bundle, 2))
         run = _bundle_run(root, ["configs/train.yaml", "configs/demo.yaml"], "--dataset_dir", data)
         return Trial(run, (tmp,))
 
@@ -349,6 +370,7 @@ GENERATION_CASES = [
 BUNDLE_CASES = [
     case
     for bundle in BUNDLE_NAMES
+    for declared in (LABEL_CLASSES.get(bundle, 2),)
     for case in (
         Case(f"{bundle}-run-name-outside-runs", _run_name_outside(bundle),
              r"RunNameError: run_name '\.\./\.\./escape' is not a plain folder name", BundleRunError),
@@ -364,7 +386,8 @@ BUNDLE_CASES = [
         Case(f"{bundle}-tiny-training-image", _degenerate_image(bundle, "tiny"),
              r"DataError: labeled image is 4 x 4.* smaller than 8 on a side.*c1\.", BundleRunError),
         Case(f"{bundle}-labels-hold-more-classes-than-declared", _more_classes_than_declared(bundle),
-             r"DataError: labeled label has values \[2\] outside the declared classes 0\.\.1: .*c0\.", BundleRunError),
+             rf"DataError: labeled label has values \[{declared}\] outside the declared classes 0\.\.{declared - 1}: .*c0\.",
+             BundleRunError),
         Case(f"{bundle}-train-from-the-repository-root", _from_the_repository_root(bundle, "train.yaml"),
              rf"BundleFolderError: .* is not the {bundle} bundle folder .*cd bundles/{bundle}.*--bundle_root",
              BundleRunError),
@@ -384,6 +407,11 @@ BUNDLE_CASES = [
     Case("crossmatch_3d-acdc-image-size-100",
          _size_the_network_cannot_take("crossmatch_3d", ("--image_size", 100), ("configs/acdc.yaml",)),
          r"ConfigValueError: image_size = \[100, 100\]: .*multiples of 16", BundleRunError),
+    Case("localcontrast_2d-image-size-100", _size_the_network_cannot_take("localcontrast_2d", ("--image_size", 100)),
+         r"ConfigValueError: image_size = 100: the network needs sizes that are multiples of 32 .*for example 96 or 128",
+         BundleRunError),
+    Case("localcontrast_2d-image-size-16", _size_the_network_cannot_take("localcontrast_2d", ("--image_size", 16)),
+         r"ConfigValueError: image_size = 16: .*multiples of 32 and at least 32 .*for example 32", BundleRunError),
 ]
 
 
@@ -782,7 +810,7 @@ def _declared_class_no_label_holds(bundle: str) -> Callable[[Path], None]:
 
     def check(tmp: Path) -> None:
         root = _bundle_copy(tmp, bundle)
-        data = _small_dataset(tmp, bundle)
+        data = _small_dataset(tmp, bundle, classes=2)  # class 1 alone
         code = (
             "import json, logging\nfrom monai.bundle import ConfigParser\nlogging.basicConfig()\n"
             "p = ConfigParser()\np.read_config(['configs/train.yaml'])\n"
@@ -805,7 +833,7 @@ def _ctrl_c(bundle: str) -> Callable[[Path], None]:
         import time
 
         root = _bundle_copy(tmp, bundle)
-        data = _small_dataset(tmp, bundle)
+        data = _small_dataset(tmp, bundle, n=5 if bundle in NEEDS_UNLABELED else 3)
         env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
         env.pop("SSL_BUNDLES_TRACEBACK", None)
         configs = ["configs/train.yaml", "configs/demo.yaml"]
@@ -830,6 +858,14 @@ def _ctrl_c(bundle: str) -> Callable[[Path], None]:
     return check
 
 
+TRIAL_SCHEDULES = {
+    "switch_us": ("--pretrain_iterations", 2, "--selftrain_iterations", 2, "--val_interval", 2),
+    # the supervised step, the pseudo-labels of the unlabelled volume and one joint round
+    "localcontrast_2d": ("--supervised_iterations", 2, "--round_iterations", 2, "--rounds", 1, "--val_interval", 2),
+}
+"""A few-iteration schedule per bundle, set on the command line (default: ``--max_iterations 2``)."""
+
+
 def _trial_run_keeps_the_published_model(bundle: str) -> Callable[[Path], None]:
     """A few-iteration run (the schedule changed on the command line) leaves ``models/model.pt`` as it was."""
 
@@ -842,8 +878,7 @@ def _trial_run_keeps_the_published_model(bundle: str) -> Callable[[Path], None]:
         data = _small_dataset(tmp, bundle, n=5)
         (root / "models").mkdir()
         (root / "models" / "model.pt").write_bytes(b"the user's good model")
-        schedule = (("--pretrain_iterations", 2, "--selftrain_iterations", 2, "--val_interval", 2)
-                    if bundle == "switch_us" else ("--max_iterations", 2, "--val_interval", 2))
+        schedule = TRIAL_SCHEDULES.get(bundle, ("--max_iterations", 2, "--val_interval", 2))
         env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
         proc = subprocess.run(
             [sys.executable, "-m", "monai.bundle", "run", "--config_file", repr(["configs/train.yaml", "configs/demo.yaml"]),
@@ -855,7 +890,9 @@ def _trial_run_keeps_the_published_model(bundle: str) -> Callable[[Path], None]:
         assert sorted(p.name for p in (root / "models").iterdir()) == ["model.pt"]
         assert "models/model.pt is left as it is" in proc.stdout + proc.stderr
         record = torch.load(root / "runs" / "trial" / "models" / "model.pt", map_location="cpu", weights_only=False)
-        assert record["settings"]["bundle"] == bundle and record["settings"]["num_classes"] == 2
+        assert record["settings"]["bundle"] == bundle and record["settings"]["num_classes"] == LABEL_CLASSES.get(bundle, 2)
+        if bundle in NEEDS_UNLABELED:  # the 32 x 32 x 16 unlabelled volume went through a round of pseudo-labels
+            assert len(list((root / "runs" / "trial" / "pseudo_labels" / "round_1").glob("c*.nii.gz"))) == 1
 
     return check
 
@@ -883,7 +920,7 @@ HANDLED = [
     Handled("switch_us-16-bit-png", _sixteen_bit_png),
     Handled("crossmatch_3d-volume-in-hounsfield-units", _volume_in_hounsfield_units),
     *(Handled(f"{bundle}-declared-class-that-no-label-holds", _declared_class_no_label_holds(bundle))
-      for bundle in ("switch_us", "crossmatch_3d")),  # mgcc_us segments one class: num_classes is 2 by construction
+      for bundle in ("switch_us", "crossmatch_3d", "localcontrast_2d")),  # mgcc_us segments one class: num_classes is 2 by construction
     *(Handled(f"{bundle}-ctrl-c-during-training", _ctrl_c(bundle)) for bundle in BUNDLE_NAMES),
 ]
 

@@ -40,8 +40,9 @@ def test_measure_and_table():
 
 
 @pytest.mark.parametrize(("workflow", "unit"), [("mgcc", "s/iteration"), ("ldm_autoencoder", "s/iteration"),
-                                              ("ldm_diffusion", "s/iteration"), ("ldm_sample", "s/image")])
-def test_mgcc_and_generation_steps_are_measured(workflow, unit):
+                                              ("ldm_diffusion", "s/iteration"), ("ldm_sample", "s/image"),
+                                              ("localcontrast", "s/iteration")])
+def test_mgcc_localcontrast_and_generation_steps_are_measured(workflow, unit):
     rec = benchmark.measure(workflow, "demo", "fp32", device="cpu", threads=1, warmup=0, repeats=1,
                             keep_freed_memory=False)
     assert rec["unit"] == unit and rec["median_s"] > 0 and rec["peak_memory_mb"] > 0

@@ -127,6 +127,10 @@ def test_a_lowercase_boolean_is_refused(name, monkeypatch):
     with pytest.raises(ValueError, match="--amp no: this key takes"):
         check([MAIN, "run", "--config_file", DEMO, "--amp=no"])
     check([MAIN, "run", "--config_file", DEMO, "--amp", "False", "--run_name", "false"])  # a str key may say "false"
+    # a key whose default is null takes a bool or None: the string "false" would publish the model
+    with pytest.raises(ValueError, match="--publish_model false: write True, False or None"):
+        check([MAIN, "run", "--config_file", DEMO, "--publish_model", "false"])
+    check([MAIN, "run", "--config_file", DEMO, "--publish_model", "False"])
 
 
 @pytest.mark.parametrize("name", NAMES)

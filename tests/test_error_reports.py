@@ -137,7 +137,8 @@ def test_the_hook_is_installed_on_the_monai_bundle_command_line_only(name, monke
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("name", "missing"), [("switch_us", "/nonexistent/case.png"),
-                                               ("crossmatch_3d", "/nonexistent/case.nii.gz")])
+                                               ("crossmatch_3d", "/nonexistent/case.nii.gz"),
+                                               ("localcontrast_2d", "/nonexistent/case.nii.gz")])
 def test_a_missing_input_is_one_error_line_on_the_command_line(name, missing, tmp_path, monkeypatch):
     b = tmp_path / name
     shutil.copytree(BUNDLES / name, b, ignore=shutil.ignore_patterns("runs", "data", "models", "predictions", "__pycache__"))

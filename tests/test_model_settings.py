@@ -114,6 +114,9 @@ def test_a_trial_run_does_not_replace_the_bundle_model_unless_asked(tmp_path):
     assert schedule_overrides([cli, "run", "--pretrain-iterations=4", "--selftrain_iterations", "2"]) == [
         "--pretrain_iterations", "--selftrain_iterations"]
     assert schedule_overrides(["pytest", "--max_iterations", "4"]) == []  # not a monai.bundle command line
+    # localcontrast_2d's schedule: the supervised step, the joint rounds and their length
+    assert schedule_overrides([cli, "run", "--supervised_iterations", "4", "--round_iterations=2", "--rounds", "1"]) == [
+        "--supervised_iterations", "--round_iterations", "--rounds"]
     run = tmp_path / "runs" / "trial" / "model.pt"
     run.parent.mkdir(parents=True)
     _weights(run)

@@ -75,6 +75,8 @@ class BundleCase:
         serve: further overrides of the served train.yaml only (one MONAI Label epoch).
         labelled: labelled studies to write (MONAI Label splits them with ``val_split``).
         val_split: the train request's validation share.
+        ext: the studies' file type (default: PNG for a 2D bundle, NIfTI for a 3D one); a 2D network can serve
+            volumes slice by slice.
     """
 
     name: str
@@ -83,6 +85,12 @@ class BundleCase:
     serve: dict[str, object] = field(default_factory=dict)
     labelled: int = 4
     val_split: float = 0.25
+    ext: str | None = None
+
+    @property
+    def suffix(self) -> str:
+        """The studies' file extension."""
+        return self.ext or (".png" if self.dimension == 2 else ".nii.gz")
 
 
 CASES = {
@@ -107,6 +115,17 @@ CASES = {
         tiny={"num_workers": 0, "batch_size": 1, "labeled_batch_size": 1, "unlabeled_batch_size": 1,
               "max_iterations": 4, "iterations": 4, "pretrain_iterations": 2, "val_interval": 2, "epoch_length": 2,
               "log_interval": 1, "max_pictures": 1, "cache_rate": 0.0},
+        labelled=2,
+        val_split=0.5,
+    ),
+    "localcontrast_2d": BundleCase(
+        name="localcontrast_2d",
+        dimension=2,  # a 2D network (metadata spatial_shape 192 x 192) that segments whole volumes slice by slice
+        ext=".nii.gz",
+        tiny={"num_workers": 0, "batch_size": 2, "supervised_iterations": 4, "round_iterations": 2, "rounds": 1,
+              "val_interval": 2, "log_interval": 1, "max_pictures": 1},
+        # one epoch (= val_interval iterations): the supervised step, the pseudo-labels, then the joint step
+        serve={"val_interval": 4, "supervised_iterations": 2, "round_iterations": 2, "rounds": 1},
         labelled=2,
         val_split=0.5,
     ),
@@ -286,14 +305,14 @@ def _phantom_pairs(bundle: Path, ext: str) -> list[dict[str, Path]]:
 def _write_studies(case: BundleCase, bundle: Path, studies: Path) -> tuple[str, tuple[int, ...]]:
     """Studies for one bundle; returns the id and array shape of the image used for inference."""
     (studies / "labels" / "final").mkdir(parents=True)
-    ext = ".png" if case.dimension == 2 else ".nii.gz"
+    ext = case.suffix
     pairs = _phantom_pairs(bundle, ext)
     assert len(pairs) > case.labelled, f"the demo run of {case.name} left too few labelled phantoms in {bundle / 'data'}"
     for n, pair in enumerate(pairs[: case.labelled]):
         shutil.copyfile(pair["image"], studies / f"train_{n:03d}{ext}")
         shutil.copyfile(pair["label"], studies / "labels" / "final" / f"train_{n:03d}{ext}")
     source = pairs[case.labelled]["image"]
-    if case.dimension == 2:  # a non-square crop: the label must come back at the image's own size
+    if ext == ".png":  # a non-square crop: the label must come back at the image's own size
         image = np.asarray(Image.open(source))
         crop = image[8: 8 + min(200, image.shape[0] - 8), : min(240, image.shape[1])]
         Image.fromarray(crop).save(studies / "query.png")
@@ -350,7 +369,7 @@ def test_infer_returns_a_label_of_the_input_size(served: Served, tmp_path: Path)
                                   timeout=INFER_TIMEOUT)
     TIMINGS[f"infer ({served.case.name})"] = time.monotonic() - t0
     assert status == 200, content[:2000].decode(errors="replace") + "\n" + _tail(served.log)
-    if served.case.dimension == 2:
+    if served.case.suffix == ".png":
         label = np.asarray(Image.open(io.BytesIO(content)))
     else:
         out = tmp_path / "label.nii.gz"

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -21,6 +22,8 @@ SWITCH_TINY = ("--image_size", "64", "--batch_size", "2", "--pretrain_iterations
                "--val_interval", "4", "--num_workers", "0", "--log_interval", "2", "--max_pictures", "1")
 MGCC_TINY = ("--image_size", "64", "--batch_size", "2", "--max_iterations", "4", "--val_interval", "4", "--width", "8",
              "--mixer_depth", "1", "--num_workers", "0", "--log_interval", "2", "--max_pictures", "1")
+LC_TINY = ("--supervised_iterations", "4", "--round_iterations", "2", "--rounds", "1", "--val_interval", "2",
+           "--batch_size", "2", "--num_workers", "0", "--log_interval", "1", "--max_pictures", "1")
 CM_TINY = ("--max_iterations", "6", "--val_interval", "3", "--num_workers", "0", "--log_interval", "1",
            "--max_pictures", "1", "--batch_size", "1")
 
@@ -51,6 +54,7 @@ def _torchrun(bundle: Path, configs: list[str], *overrides: str) -> subprocess.C
         ("switch_us", ["configs/train.yaml", "configs/demo.yaml", "configs/multi_gpu_train.yaml"], SWITCH_TINY, "ddp"),
         ("crossmatch_3d", ["configs/train.yaml", "configs/demo.yaml", "configs/multi_gpu_train.yaml"], CM_TINY, "ddp"),
         ("mgcc_us", ["configs/train.yaml", "configs/demo.yaml", "configs/multi_gpu_train.yaml"], MGCC_TINY, "ddp"),
+        ("localcontrast_2d", ["configs/train.yaml", "configs/demo.yaml", "configs/multi_gpu_train.yaml"], LC_TINY, "ddp"),
     ],
 )
 def test_two_processes_train_and_rank0_alone_writes(tmp_path, name, configs, tiny, run_name):
@@ -65,6 +69,13 @@ def test_two_processes_train_and_rank0_alone_writes(tmp_path, name, configs, tin
     weights = state.get("network", state) if isinstance(state, dict) else state
     assert all(torch.isfinite(t.float()).all() for t in weights.values() if torch.is_tensor(t))
     assert (run / "evaluation" / "metrics_summary.json").exists()
+    if name == "localcontrast_2d":  # rank 0 writes the round's pseudo-labels; every rank trains on them
+        folder = run / "pseudo_labels" / "round_1"
+        assert len(list(folder.glob("*.nii.gz"))) == 10 and (folder / "pseudo_labels.json").is_file()
+        assert not list(folder.glob(".*")), "a temporary file was left behind"
+        assert out.count("pseudo-labels of 10 volumes (round 1)") == 1, out[-3000:]  # predicted once, by rank 0
+        counts = re.findall(r"joint round 1: (\d+) pseudo-labelled slices", out)  # each rank read the files back
+        assert len(counts) == 2 and len(set(counts)) == 1, out[-3000:]
 
 
 def test_crossmatch_sigkill_then_same_command_resumes_to_the_same_weights(tmp_path):

@@ -89,6 +89,19 @@ def switch_copy(tmp_path_factory) -> Path:
     return _copy_bundle("switch_us", tmp_path_factory.mktemp("bundles"))
 
 
+@pytest.fixture(scope="module")
+def bundle_copy(switch_copy, tmp_path_factory):
+    """``bundle_copy(name)``: a copy of that bundle with random weights, made once for the module (not modified)."""
+    copies = {"switch_us": switch_copy}
+
+    def get(name: str) -> Path:
+        if name not in copies:
+            copies[name] = _copy_bundle(name, tmp_path_factory.mktemp("bundles"))
+        return copies[name]
+
+    return get
+
+
 @pytest.fixture
 def switch_scratch(switch_copy, tmp_path) -> Path:
     """A private copy of ``switch_copy`` that a test may modify."""
@@ -164,6 +177,26 @@ def test_packaging_errors_are_clear(switch_scratch, tmp_path):
     assert not list(tmp_path.glob("w/*.zip"))
 
 
+@pytest.mark.parametrize("name", BUNDLE_NAMES)
+def test_every_bundle_packages_its_code_configs_and_weights(name, bundle_copy, tmp_path):
+    """Each bundle's archive holds every file of its configs and code (the shared ``scripts/common`` included), its
+    LICENSE and weights, and passes the Zoo's file, version and pin checks once unzipped."""
+    b = bundle_copy(name)
+    proc = _tool(PACKAGE, b, "--out_dir", tmp_path / "dist")
+    assert proc.returncode == 0, _output(proc)
+    (archive,) = (tmp_path / "dist").glob(f"{name}_v*.zip")
+    with zipfile.ZipFile(archive) as zf:
+        names = set(zf.namelist())
+        zf.extractall(tmp_path / "unzipped")
+    expected = {f"{name}/{p.relative_to(b).as_posix()}" for part in ("configs", "scripts") for p in (b / part).rglob("*")
+                if p.is_file() and p.suffix != ".pyc"}
+    assert expected <= names, sorted(expected - names)
+    for rel in ("LICENSE", "models/model.pt", "scripts/common/__init__.py", "configs/inference.yaml"):
+        assert f"{name}/{rel}" in names, rel
+    proc = _tool(VERIFY, tmp_path / "unzipped" / name, "--checks", "files,version,pins")
+    assert proc.returncode == 0 and "PASS files" in _output(proc), _output(proc)
+
+
 @pytest.mark.parametrize("hash_type", ["md5", "sha256"])
 def test_large_files_mode(switch_copy, tmp_path, hash_type):
     url = "https://example.org/switch_us/model.pt"
@@ -190,8 +223,8 @@ def test_large_files_mode(switch_copy, tmp_path, hash_type):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", BUNDLE_NAMES)
-def test_verify_passes_with_random_weights(name, switch_copy, tmp_path):
-    b = switch_copy if name == "switch_us" else _copy_bundle(name, tmp_path)
+def test_verify_passes_with_random_weights(name, bundle_copy):
+    b = bundle_copy(name)
     before = _snapshot(b)
     proc = _tool(VERIFY, b, timeout=900)
     out = _output(proc)

@@ -380,3 +380,19 @@ def test_extra_overrides_reach_every_method_and_are_recorded(tmp_path, monkeypat
                            str(tmp_path / "o"), "--overrides", "seed=4"], capture_output=True, text=True)
     assert proc.returncode == 2 and "use --seed" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_acdc_lc_protocol_gives_every_method_the_same_budget():
+    """The local contrastive protocol: supervised-only gets the supervised step plus every round, CrossMatch runs
+    from its own bundle with the same number of iterations, and --iterations scales all three."""
+    proto = quality.PROTOCOLS["acdc_lc"]
+    assert proto.all_methods() == ["supervised", "localcontrast", "crossmatch"]
+    lc = quality.method_overrides(proto, "localcontrast")
+    sup = quality.method_overrides(proto, "supervised")
+    cm = quality.method_overrides(proto, "crossmatch")
+    total = int(lc["supervised_iterations"]) + int(lc["rounds"]) * int(lc["round_iterations"])
+    assert int(sup["supervised_iterations"]) == total == int(cm["max_iterations"]) == 2000
+    assert sup["rounds"] == "0" and "fit" not in cm and cm["image_size"] == lc["image_size"] == "96"
+    half = quality.method_overrides(proto, "supervised", 0.5)
+    assert half["supervised_iterations"] == "1000" and quality.method_overrides(proto, "crossmatch", 0.5)[
+        "max_iterations"] == "1000"

@@ -1,7 +1,8 @@
 # Copyright (c) 2026 ssl-monai-bundles contributors
 # SPDX-License-Identifier: Apache-2.0
-"""The reference presets (``configs/reference*.yaml`` of switch_us and crossmatch_3d): every knob they set has its
-reference value, each knob behaves as the authors' code does, and each preset runs end to end on the demo data.
+"""The reference presets (``configs/reference*.yaml`` of switch_us, crossmatch_3d and localcontrast_2d): every knob
+they set has its reference value, each knob behaves as the authors' code does, and each preset runs end to end on the
+demo data (localcontrast_2d's is resolved, not run: its dense CRF needs pydensecrf2).
 
 Knobs already covered elsewhere: the transposed 3D CutMix box (``cutmix_faithful_axes``) in
 ``test_crossmatch_methods.py::test_cutmix_box_faithful_axes_reproduce_reference``; the region weights of the mixed loss
@@ -190,6 +191,59 @@ def test_crossmatch_reference_supervised_is_the_baseline_under_the_preset():
     acdc = parse("crossmatch_3d", files[:1] + ["configs/acdc.yaml"] + files[1:])
     assert acdc.get_parsed_content("eval_split") == "validation" and acdc.get_parsed_content("image_mode") == "nearest"
     assert acdc.get_parsed_content("run_name") == "reference_supervised_acdc"
+
+
+LOCALCONTRAST_REFERENCE = {
+    "round_iterations": 301,
+    "supervised_iterations": 5001,
+    "rounds": 3,
+    "max_iterations": 5001 + 3 * 301,
+    "contrast_divide_by": "all",
+    "contrast_cumulative": True,
+    "intensity_per_image": False,
+    "unlabeled_includes_labeled": True,
+    "crf": True,
+    # unchanged from the defaults, asserted so that a change of a default shows up here
+    "learning_rate": 0.001,
+    "batch_size": 20,
+    "contrast_size": 5,
+    "seg_min_classes": 3,
+    "lam": 0.1,
+    "temperature": 0.1,
+    "num_anchors": 3,
+    "reset_heads": True,
+    "val_interval": 50,
+    "seed": 1,
+}
+
+
+def test_localcontrast_reference_overlay_sets_every_knob(restore_scripts):
+    """``configs/reference.yaml`` resolved, not run (its dense CRF needs pydensecrf2): every knob reaches the
+    component that uses it."""
+    import_bundle("localcontrast_2d")
+    files = ["configs/train.yaml", "configs/reference.yaml"]
+    parser = parse("localcontrast_2d", files)
+    for key, value in LOCALCONTRAST_REFERENCE.items():
+        assert parser.get_parsed_content(key) == value, key
+    loss = parser.get_parsed_content("loss").local_loss
+    assert loss.divide_by == "all" and loss.cumulative is True and loss.num_anchors == 3
+    assert parser.get_parsed_content("train#intensity").per_image is False
+    crf = parser.get_parsed_content("train#rounds#crf")  # the RoundHandler's argument: the reference's CRF settings
+    assert type(crf).__name__ == "CRFSettings" and crf.iterations == 30
+    assert parser["train#rounds#unlabeled_items"] == "@unlabeled_pool"
+    assert parser["train#rounds#round_iterations"] == "@round_iterations"
+    # the pool of volumes to pseudo-label: the unlabelled ones, then the labelled ones (datalists stubbed: no data)
+    parser["datalists"] = {"labeled": [{"image": "l0.nii.gz", "label": "l0_label.nii.gz"}],
+                           "unlabeled": [{"image": "u0.nii.gz"}, {"image": "u1.nii.gz"}]}
+    pool = parser.get_parsed_content("unlabeled_pool")
+    assert [item["image"] for item in pool] == ["u0.nii.gz", "u1.nii.gz", "l0.nii.gz"]
+    default = parse("localcontrast_2d", ["configs/train.yaml"])
+    default["datalists"] = parser["datalists"]
+    assert [item["image"] for item in default.get_parsed_content("unlabeled_pool")] == ["u0.nii.gz", "u1.nii.gz"]
+    assert default.get_parsed_content("train#rounds#crf") is None
+    # the overlay holds only knobs train.yaml has (a misspelt key would silently do nothing)
+    for key in overlay_keys("localcontrast_2d", "configs/reference.yaml"):
+        assert key in default.config, key
 
 
 # ================================================================================ 2. Switch knobs behave as the code

@@ -1,6 +1,6 @@
 # Copyright (c) 2026 ssl-monai-bundles contributors
 # SPDX-License-Identifier: Apache-2.0
-"""``scripts.common.checkpoints.WeightsLoader`` of both bundles: the test and inference workflows' weight loading."""
+"""``scripts.common.checkpoints.WeightsLoader`` of the bundles: the test and inference workflows' weight loading."""
 
 from __future__ import annotations
 
@@ -21,6 +21,13 @@ def _bundle(name: str):
 
 def _engine() -> Engine:
     return Engine(lambda engine, batch: None)
+
+
+NETWORKS = {  # each bundle's network with ``c`` classes (small where the bundle lets it be)
+    "switch_us": lambda scripts, c: scripts.networks.UNet2D(1, c, projector=False),
+    "crossmatch_3d": lambda scripts, c: scripts.networks.UNet2D(1, c),
+    "localcontrast_2d": lambda scripts, c: scripts.networks.LocalContrastUNet(1, c, width=4),
+}
 
 
 def test_switch_baseline_weights_load_into_the_projector_network_and_back(tmp_path):
@@ -60,12 +67,11 @@ def test_switch_projector_keys_are_strict_without_optional_prefixes(tmp_path):
         scripts.common.checkpoints.WeightsLoader(path, scripts.networks.UNet2D(1, 2, projector=True))()
 
 
-@pytest.mark.parametrize("name", ["switch_us", "crossmatch_3d"])
+@pytest.mark.parametrize("name", list(NETWORKS))
 def test_bad_weights_stop_with_errors_that_name_the_problem(name, tmp_path):
     scripts = _bundle(name)
-    net_cls = scripts.networks.UNet2D
     loader = scripts.common.checkpoints.WeightsLoader
-    net = net_cls(1, 4) if name == "crossmatch_3d" else net_cls(1, 4, projector=False)
+    net = NETWORKS[name](scripts, 4)
     before = {k: v.clone() for k, v in net.state_dict().items()}
 
     with pytest.raises(FileNotFoundError, match=r"no weights at ckpt_path = .*missing\.pt.*--ckpt_path"):
@@ -82,7 +88,7 @@ def test_bad_weights_stop_with_errors_that_name_the_problem(name, tmp_path):
         loader(no_model, net)()
 
     two_classes = tmp_path / "two_classes.pt"
-    other = net_cls(1, 2) if name == "crossmatch_3d" else net_cls(1, 2, projector=False)
+    other = NETWORKS[name](scripts, 2)
     torch.save({"model": other.state_dict()}, two_classes)
     with pytest.raises(ValueError, match=r"shape mismatches \(checkpoint vs network\) \d+ .*\(2, .*vs \(4, .*num_classes"):
         loader(two_classes, net)()
@@ -102,3 +108,21 @@ def test_crossmatch_weights_round_trip(tmp_path):
     engine.run([0], max_epochs=1)
     for k, v in trained.state_dict().items():
         assert torch.equal(fresh.state_dict()[k], v), k
+
+
+def test_localcontrast_weights_round_trip_with_the_heads_reset(tmp_path):
+    """The published model (heads re-initialised after step 1, then trained) loads whole into the inference network."""
+    scripts = _bundle("localcontrast_2d")
+    torch.manual_seed(0)
+    trained, fresh = scripts.networks.LocalContrastUNet(1, 4, width=4), scripts.networks.LocalContrastUNet(1, 4, width=4)
+    trained.reset_heads(torch.Generator().manual_seed(1))
+    path = tmp_path / "model.pt"
+    torch.save(scripts.common.checkpoints.model_record(trained, {"bundle": "localcontrast_2d"}), path)
+    engine = _engine()
+    scripts.common.checkpoints.WeightsLoader(path, fresh).attach(engine)
+    engine.run([0], max_epochs=1)
+    for k, v in trained.state_dict().items():
+        assert torch.equal(fresh.state_dict()[k], v), k
+    trained.eval(), fresh.eval()
+    x = torch.rand(2, 1, 64, 64)
+    assert torch.equal(trained(x), fresh(x))

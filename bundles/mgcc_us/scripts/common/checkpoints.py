@@ -304,7 +304,8 @@ def check_settings(trained: dict, current: dict, allow_mismatch: bool = False,
 
 
 SCHEDULE_KEYS = ("pretrain_iterations", "selftrain_iterations", "max_iterations", "max_epochs", "epoch_length",
-                 "acdc_epochs", "train#trainer#max_epochs", "train::trainer::max_epochs")
+                 "acdc_epochs", "supervised_iterations", "round_iterations", "rounds", "train#trainer#max_epochs",
+                 "train::trainer::max_epochs")
 """Config keys whose command-line override shortens (or changes) a training schedule."""
 
 

@@ -69,6 +69,9 @@ def _override_type_problem(default: Any, value: Any, key: str) -> str | None:
     or str are not checked; an int is a valid float, a bool is neither; a string default accepts a bool
     (``channels_last: auto``) but not a number, which python-fire made of digits (``--run_name 2``).
     """
+    if default is None and isinstance(value, str) and value.strip().lower() in (*_BOOL_WORDS, "none", "null"):
+        # a key whose default is null (publish_model) takes None or a bool: 'false' would be a true string
+        return f"--{key} {value}: write True, False or None (capitalised, as Python writes them)"
     if value is None or _is_expression(value) or _is_expression(default):
         return None
     number = isinstance(value, (int, float)) and not isinstance(value, bool)
