@@ -116,8 +116,6 @@ class Protocol:
         generation: config files of a stage that runs once, before the first method of ``needs_generation``.
         generation_overrides: that stage's overrides.
         needs_generation: the methods that read the generation stage's output.
-        supervised_weights: how many times each budget key counts in supervised-only's single stage (default once
-            each; the local contrastive bundle's ``round_iterations`` count once per round).
         external: methods that run from another bundle, on the same prepared dataset and seed.
     """
 
@@ -132,7 +130,6 @@ class Protocol:
     generation: tuple[str, ...] = ()
     generation_overrides: Mapping[str, str] = field(default_factory=dict)
     needs_generation: tuple[str, ...] = ()
-    supervised_weights: Mapping[str, int] = field(default_factory=dict)
     external: Mapping[str, ExternalMethod] = field(default_factory=dict)
 
     def all_methods(self) -> list[str]:
@@ -183,9 +180,6 @@ PROTOCOLS: dict[str, Protocol] = {
         budget={"supervised_iterations": 1000, "round_iterations": 500},
         overrides={"rounds": "2", "fit": "resize", "image_size": "96", "batch_size": "4",
                    "contrast_size": "5", "val_interval": "100", "num_workers": "0", "max_pictures": "4"},
-        supervised_total="supervised_iterations",
-        supervised_weights={"round_iterations": 2},
-        method_overrides={"supervised": {"rounds": "0"}},
         external={"crossmatch": ExternalMethod(
             bundle="crossmatch_3d",
             configs=("configs/train.yaml", "configs/acdc.yaml", "configs/demo.yaml"),
@@ -218,7 +212,7 @@ def method_overrides(protocol: Protocol, method: str, scale: float = 1.0) -> dic
         return {**ext.overrides, **{k: str(v) for k, v in budget.items()}}
     budget = {k: max(1, round(v * scale)) for k, v in protocol.budget.items()}
     if method == "supervised" and protocol.supervised_total is not None:
-        total = sum(v * protocol.supervised_weights.get(k, 1) for k, v in budget.items())
+        total = sum(budget.values())
         budget = {k: (total if k == protocol.supervised_total else 0) for k in budget}
     own = dict(protocol.method_overrides.get(method, {}))
     return {**protocol.overrides, **{k: str(v) for k, v in budget.items()}, **own}

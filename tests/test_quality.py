@@ -382,17 +382,41 @@ def test_extra_overrides_reach_every_method_and_are_recorded(tmp_path, monkeypat
     assert not (tmp_path / "o").exists()
 
 
+def _resolved_schedule(proto, method: str, overrides: dict) -> tuple[int, int]:
+    """``(step-1 iterations, joint rounds)`` of a method's bundle run: its configs with its command-line overrides."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config([str(quality.REPO / "bundles" / proto.bundle / c)
+                        for c in (*proto.configs, *proto.methods[method])])
+    for key, value in overrides.items():
+        parser[key] = _literal(value)
+    return int(parser.get_parsed_content("step1_iterations")), int(parser.get_parsed_content("joint_rounds"))
+
+
+def _literal(value: str):
+    import ast
+
+    try:
+        return ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return value
+
+
 def test_acdc_lc_protocol_gives_every_method_the_same_budget():
-    """The local contrastive protocol: supervised-only gets the supervised step plus every round, CrossMatch runs
-    from its own bundle with the same number of iterations, and --iterations scales all three."""
+    """The local contrastive protocol: supervised-only gets the supervised step plus every round (the baseline
+    overlay's supervised_only), CrossMatch runs from its own bundle with the same number of iterations, and
+    --iterations scales all three."""
     proto = quality.PROTOCOLS["acdc_lc"]
     assert proto.all_methods() == ["supervised", "localcontrast", "crossmatch"]
     lc = quality.method_overrides(proto, "localcontrast")
     sup = quality.method_overrides(proto, "supervised")
     cm = quality.method_overrides(proto, "crossmatch")
     total = int(lc["supervised_iterations"]) + int(lc["rounds"]) * int(lc["round_iterations"])
-    assert int(sup["supervised_iterations"]) == total == int(cm["max_iterations"]) == 2000
-    assert sup["rounds"] == "0" and "fit" not in cm and cm["image_size"] == lc["image_size"] == "96"
+    sup_steps, sup_rounds = _resolved_schedule(proto, "supervised", sup)
+    assert sup_steps == total == int(cm["max_iterations"]) == 2000
+    assert sup_rounds == 0 and "fit" not in cm and cm["image_size"] == lc["image_size"] == "96"
+    assert _resolved_schedule(proto, "localcontrast", lc) == (1000, 2)
     half = quality.method_overrides(proto, "supervised", 0.5)
-    assert half["supervised_iterations"] == "1000" and quality.method_overrides(proto, "crossmatch", 0.5)[
+    assert _resolved_schedule(proto, "supervised", half)[0] == 1000 and quality.method_overrides(proto, "crossmatch", 0.5)[
         "max_iterations"] == "1000"

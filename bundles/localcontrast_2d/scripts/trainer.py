@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from .common.engine import StreamTrainer, plain
+from .common.engine import StreamTrainer
 from .data import CONTRAST_LABELED, CONTRAST_UNLABELED
 from .losses import JointLoss
 from .transforms import RandBrightnessContrast
@@ -76,10 +76,8 @@ class LocalContrastTrainer(StreamTrainer):
     def parse_batch(self, batch: dict) -> dict[str, torch.Tensor]:
         out = super().parse_batch(batch)
         for prefix in (CONTRAST_LABELED, CONTRAST_UNLABELED):
-            key = f"{prefix}_label"
-            if key in batch:
-                lab = plain(batch[key]).to(self.state.device, non_blocking=self.non_blocking)
-                out[key] = (lab[:, 0] if lab.ndim == 4 else lab).round().long()
+            if f"{prefix}_label" in batch:
+                out[f"{prefix}_label"] = self.label_indices(batch[f"{prefix}_label"], out[f"{prefix}_image"].ndim)
         return out
 
     def output_logs(self) -> dict[str, Any]:

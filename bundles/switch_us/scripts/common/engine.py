@@ -157,9 +157,13 @@ class StreamTrainer(Trainer):
         a ``(B, *spatial)`` long tensor. Other entries (spacing, slice indices, meta data) stay behind."""
         out = {k: self._to(v) for k, v in batch.items() if isinstance(v, torch.Tensor) and "image" in k}
         if Keys.LABEL in batch:
-            label = plain(batch[Keys.LABEL]).to(self.state.device, non_blocking=self.non_blocking)
-            out[Keys.LABEL] = (label[:, 0] if label.ndim == out[Keys.IMAGE].ndim else label).round().long()
+            out[Keys.LABEL] = self.label_indices(batch[Keys.LABEL], out[Keys.IMAGE].ndim)
         return out
+
+    def label_indices(self, label: Any, image_ndim: int) -> torch.Tensor:
+        """A label batch on the device as ``(B, *spatial)`` long class indices (a channel axis of 1 dropped)."""
+        label = plain(label).to(self.state.device, non_blocking=self.non_blocking)
+        return (label[:, 0] if label.ndim == image_ndim else label).round().long()
 
     def sync_gradients(self) -> None:
         """Average the gradients over the processes of a distributed run (one coalesced all-reduce).
