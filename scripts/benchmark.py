@@ -36,7 +36,7 @@ from pathlib import Path
 
 import torch
 
-from cli_args import fire_cli
+from cli_args import fire_cli, output_folder
 
 REPO = Path(__file__).resolve().parents[1]
 logger = logging.getLogger("benchmark")
@@ -390,6 +390,7 @@ def profile(workflow: str, setting: str = "published", precision: str = "amp", d
     Writes ``<output>/profile_<workflow>_<setting>_<precision>.txt`` (operators by self time) and returns it.
     """
     _check_counts(steps=steps, top=top)
+    out = output_folder(output, BenchmarkError)  # before the work, which a bad folder would throw away
     step, _, _, dev = _build(workflow, setting, precision, device, threads, keep_freed_memory)
     step()  # warm-up: one-off allocations and kernel selection
     activities = [torch.profiler.ProfilerActivity.CPU] + (
@@ -402,8 +403,6 @@ def profile(workflow: str, setting: str = "published", precision: str = "amp", d
     sort = "self_cuda_time_total" if dev.type == "cuda" else "self_cpu_time_total"
     text = (f"{WORKFLOWS[workflow][1]}, {setting} settings, {precision}, {steps} steps on {_machine()}, "
             f"{threads} threads\n\n" + prof.key_averages().table(sort_by=sort, row_limit=int(top)))
-    out = Path(output)
-    out.mkdir(parents=True, exist_ok=True)
     path = out / f"profile_{workflow}_{setting}_{precision}.txt"
     path.write_text(text + "\n")
     print(text)  # noqa: T201 - the table is this command's output
@@ -476,10 +475,9 @@ def run(workflows: str | Sequence[str] = "all", settings: str | Sequence[str] = 
     _check(names, setting_names, precision_names)
     _check_counts(threads=threads, warmup=warmup, repeats=repeats, timeout=timeout)
     combos = [(w, s, p) for w in names for s in setting_names for p in precision_names]
-    out = Path(output)
+    out = output_folder(output, BenchmarkError)
     meta = {"machine": _machine(), "threads": threads, "date": time.strftime("%Y-%m-%d")}
     records = _earlier_records(out / "results.json", meta["machine"], replace)
-    out.mkdir(parents=True, exist_ok=True)
     failed = []
     for i, (w, s, p) in enumerate(combos, 1):
         cmd = [sys.executable, __file__, "one", w, s, p, f"--threads={threads}", f"--warmup={warmup}",

@@ -11,6 +11,8 @@ to refuse such values in one line before any work starts.
 fire also calls a function with the options it knows and only then reports one it does not: ``quality.py run ...
 --iteration 0.5`` would train the whole protocol at the default budget before saying ``Could not consume arg:
 --iteration``. :func:`fire_cli` runs the checked commands after :func:`check_options` has refused such options.
+
+:func:`output_folder` creates a tool's output folder, or refuses in one line a path that cannot be one.
 """
 
 from __future__ import annotations
@@ -18,12 +20,14 @@ from __future__ import annotations
 import difflib
 import functools
 import inspect
+import os
 import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
-__all__ = ["check_arguments", "check_options", "checked", "fire_cli"]
+__all__ = ["check_arguments", "check_options", "checked", "fire_cli", "output_folder"]
 
 _SCALARS = {"str": str, "int": int, "float": float, "bool": bool}
 
@@ -149,6 +153,29 @@ def check_options(
         if problem := _option_problem(options, token):
             raise error(f"{function.__name__}: {problem} (the options: {', '.join('--' + o for o in options)}; "
                         "see --help)")
+
+
+def output_folder(path: str | Path, error: type[Exception], option: str = "--output") -> Path:
+    """Create the output folder ``path`` (and its parents) if needed and return it as an absolute path.
+
+    Args:
+        path: the folder a tool writes to.
+        error: the exception class the tool reports in one line.
+        option: the command-line option that names the folder, for the message.
+
+    Raises:
+        error: ``path`` is a file, or cannot be created or written (naming the option to change).
+    """
+    out = Path(str(path)).expanduser().absolute()
+    if out.exists() and not out.is_dir():
+        raise error(f"{option} {out} is a file, not a folder; pass another {option}")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise error(f"cannot create {option} {out}: {e.strerror or e}; pass another {option}") from e
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise error(f"{option} {out} is not writable; pass another {option}")
+    return out
 
 
 def fire_cli(

@@ -280,7 +280,7 @@ def package(
 
     out = Path(str(out_dir)).expanduser().resolve()
     if out.exists() and not out.is_dir():
-        raise PackagingError(f"--out_dir {out} is a file, not a folder")
+        raise PackagingError(f"--out_dir {out} is a file, not a folder; pass another --out_dir")
     target = out / f"{name}_v{meta['version']}.zip"
     if target.exists() and not overwrite:
         raise PackagingError(f"{target} exists; pass --overwrite True to replace it")

@@ -68,7 +68,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cli_args import fire_cli
+from cli_args import fire_cli, output_folder
 
 REPO = Path(__file__).resolve().parents[1]
 logger = logging.getLogger("quality")
@@ -449,8 +449,7 @@ def run(
     budgets = {m: method_overrides(proto, m, iterations) for m in chosen}
     extra = extra_overrides(proto, overrides)
     seed = _as_seed(seed)
-    out = Path(output).expanduser().resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_folder(output, QualityError, "output").resolve()
     bundles = {proto.bundle: _copy_bundle(proto.bundle, out / "bundle")}
     for ext in {proto.external[m].bundle for m in chosen if m in proto.external}:
         bundles[ext] = _copy_bundle(ext, out / f"bundle_{ext}")
@@ -579,7 +578,9 @@ def _read_rows(output: str) -> list[dict]:
 def _emit(text: str, save: str | None) -> str:
     """Print a command's table (its output) and write it to ``save`` if given."""
     if save:
-        Path(save).parent.mkdir(parents=True, exist_ok=True)
+        if Path(save).is_dir():
+            raise QualityError(f"--save {save} is a folder; give the file to write, such as {Path(save) / 'table.md'}")
+        output_folder(Path(save).expanduser().absolute().parent, QualityError, "the folder of --save")
         Path(save).write_text(text + "\n")
     print(text)  # noqa: T201 - the table is this command's output
     return text

@@ -144,6 +144,19 @@ def test_measurements_of_another_machine_are_neither_mixed_in_nor_overwritten(tm
         benchmark._earlier_records(path, "this cpu")
 
 
+def test_an_output_that_is_a_file_is_refused_before_any_measurement(tmp_path):
+    a_file = tmp_path / "prof"
+    a_file.write_text("kept")
+    # profile used to measure for minutes, then fail with a raw FileExistsError on the folder
+    for argv in (["profile", "switch", "--output", str(a_file)], ["run", "--workflows", "infer2d", "--output", str(a_file)]):
+        proc = subprocess.run([sys.executable, str(REPO / "scripts" / "benchmark.py"), *argv], capture_output=True,
+                              text=True, timeout=120)
+        assert proc.returncode == 2, proc.stderr
+        assert "is a file, not a folder" in proc.stderr and "Traceback" not in proc.stderr
+        assert "measuring" not in proc.stderr and "EMA teacher" not in proc.stderr
+    assert a_file.read_text() == "kept"
+
+
 _FAULTS = """
 import resource, sys
 import torch

@@ -92,3 +92,16 @@ def test_known_options_in_fires_forms_reach_the_command():
     assert CALLS == ["s", "t", "u", "s"]
     with pytest.raises(UsageError, match="--ratio must be float"):  # the values are still checked
         cli_args.fire_cli(plain, UsageError, ["s", "--ratio", "abc"])
+
+
+def test_output_folder_is_created_or_refused_in_one_line(tmp_path):
+    made = cli_args.output_folder(tmp_path / "a" / "b", UsageError)
+    assert made == (tmp_path / "a" / "b") and made.is_dir()
+    assert cli_args.output_folder(made, UsageError) == made  # an existing folder is fine
+    a_file = tmp_path / "file"
+    a_file.write_text("kept")
+    with pytest.raises(UsageError, match=r"--out .*file is a file, not a folder; pass another --out"):
+        cli_args.output_folder(a_file, UsageError, "--out")
+    with pytest.raises(UsageError, match=r"cannot create --output .*file/sub"):
+        cli_args.output_folder(a_file / "sub", UsageError)
+    assert a_file.read_text() == "kept"

@@ -129,6 +129,8 @@ def test_seeds_spread_over_runs(tmp_path):
     assert lines[2] == "| supervised | 0.5000, 0.7500, 0.2500 | 0.5000 | 25.0 |  |  |"
     assert lines[3] == f"| switch | 0.6250, 0.7500, 0.5000 | 0.6250 | 12.5 | +12.5, +0.0, +25.0 | +12.5 ± {12.5 / math.sqrt(3):.1f} |"
     assert (tmp_path / "seeds.md").read_text().splitlines() == lines
+    with pytest.raises(quality.QualityError, match="is a folder; give the file"):
+        quality.seeds(*outputs, save=str(tmp_path))
     with pytest.raises(quality.QualityError, match="at least two"):
         quality.seeds(outputs[0])
     with pytest.raises(quality.QualityError, match="does not exist"):
@@ -215,6 +217,10 @@ def test_bad_arguments_are_clear(tmp_path):
         with pytest.raises(quality.QualityError, match="--seed must be a non-negative integer"):
             quality.run("us2d", str(tmp_path), str(tmp_path / "o"), seed=seed)
     assert not (tmp_path / "o").exists()  # nothing is written before every argument is checked
+    (tmp_path / "a_file").write_text("kept")
+    with pytest.raises(quality.QualityError, match="is a file, not a folder"):
+        quality.run("us2d", str(tmp_path), str(tmp_path / "a_file"))
+    assert (tmp_path / "a_file").read_text() == "kept"
     with pytest.raises(quality.QualityError, match="quality.json"):
         quality.table(str(tmp_path / "missing"))
     proc = subprocess.run([sys.executable, str(REPO / "scripts" / "quality.py"), "run", "us2d", str(tmp_path / "x"),
