@@ -290,6 +290,25 @@ def test_trainers_reduce_the_loss(cls):
     assert all(math.isfinite(v) for v in losses)
 
 
+@pytest.mark.parametrize("cls", [SwitchTrainer, BCPTrainer])
+def test_unmixed_pretraining_is_the_supervised_baselines_step(cls):
+    torch.manual_seed(0)
+    img, lab = squares(4)
+    batch = {"image": img, "label": lab[:, 0].long()}  # as parse_batch hands it to a step
+    net = UNet2D(features=(8, 16, 16, 32, 32), projector=cls is SwitchTrainer).eval()  # eval: no dropout draws
+
+    def make(trainer_cls, **kwargs):
+        return trainer_cls(device="cpu", max_epochs=1, epoch_length=1, train_data_loader=[batch], network=net,
+                           optimizer=torch.optim.SGD(net.parameters(), lr=0.1), amp=False, channels_last=False,
+                           **kwargs)
+
+    plain, _, _ = make(cls, pretrain_mix=False).pretrain_step(batch)
+    baseline, _, _ = make(SupervisedBaselineTrainer).pretrain_step(batch)
+    mixed, _, _ = make(cls, **({"coarse_size": 16, "fine_size": 4} if cls is SwitchTrainer else {})).pretrain_step(batch)
+    assert float(plain) == pytest.approx(float(baseline), rel=1e-6)
+    assert float(mixed) != pytest.approx(float(baseline), rel=1e-3)  # the published pre-training mixes the pairs
+
+
 def test_switch_bf16_gradients_agree_with_fp32_per_loss_term():
     """Mixed precision must not change what Switch learns: in one self-training step of a pre-trained network, each
     loss term's gradient under bf16 autocast points where the fp32 one does (same dropout and mixing masks).

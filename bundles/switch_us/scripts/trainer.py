@@ -146,6 +146,9 @@ class _MixTrainer(SemiSupervisedTrainer):
 
     Args:
         pretrain_patch_weight: weight of the labelled patch region in pre-training (1.0; the Switch code's 0.5).
+        pretrain_mix: pre-train on mixed labelled pairs, as both methods publish (True); False pre-trains on the
+            labelled images as they are, with the supervised-only baseline's loss, so self-training starts from the
+            baseline's weights (an ablation: docs/results/semi_supervised_gain.md).
         pseudo_label_weight: weight of a pseudo-labelled region in self-training (0.5).
         pseudo_threshold: foreground probability of a teacher pseudo-label (0.5).
         per_view_forward: run the teacher on each unlabelled half and the student on each mixed view as separate
@@ -159,6 +162,7 @@ class _MixTrainer(SemiSupervisedTrainer):
         self,
         *args,
         pretrain_patch_weight: float = 1.0,
+        pretrain_mix: bool = True,
         pseudo_label_weight: float = 0.5,
         pseudo_threshold: float = 0.5,
         per_view_forward: bool = False,
@@ -166,6 +170,7 @@ class _MixTrainer(SemiSupervisedTrainer):
     ) -> None:
         super().__init__(*args, **kwargs)
         self.pretrain_patch_weight = float(pretrain_patch_weight)
+        self.pretrain_mix = bool(pretrain_mix)
         self.pseudo_label_weight = float(pseudo_label_weight)
         self.pseudo_threshold = float(pseudo_threshold)
         self.per_view_forward = bool(per_view_forward)
@@ -199,6 +204,10 @@ class _MixTrainer(SemiSupervisedTrainer):
         return x[:n], x[n : 2 * n]
 
     def pretrain_step(self, batch):
+        if not self.pretrain_mix:
+            logits = self.forward(batch[Keys.IMAGE])
+            dice, ce = masked_dice_ce(logits, batch[Keys.LABEL])
+            return (dice + ce) / 2, {"loss_dice": dice, "loss_ce": ce}, logits.detach()
         (li, lj), (yi, yj) = self.halves(batch[Keys.IMAGE]), self.halves(batch[Keys.LABEL])
         m = self.make_mask(li.shape[0], li.shape[2:])
         logits = self.forward(mix(li, lj, m))
