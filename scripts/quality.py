@@ -594,20 +594,31 @@ def table(*outputs: str, save: str | None = None) -> str:
     return _emit(markdown_table(rows), save)
 
 
-def compare(output: str, base: str, save: str | None = None) -> str:
+def compare(output: str, base: str, method: str | None = None, save: str | None = None) -> str:
     """Method by method, the Dice of one ``run`` output against another on the same test list (AMP against fp32,
     one seed against another): both summary means, their difference, and the difference paired image by image
-    with its standard error (written to ``save`` if given)."""
+    with its standard error (written to ``save`` if given).
+
+    With ``method`` (such as ``supervised``), every method of ``output`` is compared with that one method of
+    ``base`` instead: an ablation run with ``--methods switch,bcp --overrides ...`` against the supervised-only
+    run of an earlier output of the same seed, without training the baseline again.
+    """
     loaded = [_read_output(o) for o in (output, base)]
     _check_one_protocol(loaded)
     _warn_other_overrides(loaded)
     results = [{r["method"]: r for r in o["rows"]} for o in loaded]
-    shared = [m for m in results[0] if m in results[1]]
-    if not shared:
+    if method is not None:
+        if method not in results[1]:
+            raise QualityError(f"{base} has no {method!r} row (it holds {', '.join(results[1]) or 'none'}).")
+        pairs = [(m, results[1][method]) for m in results[0]]
+    else:
+        pairs = [(m, results[1][m]) for m in results[0] if m in results[1]]
+    if not pairs:
         raise QualityError(f"{output} and {base} have no method in common.")
-    lines = [f"| method | Dice {output} | Dice {base} | difference | paired ± SE (n) |", "|---|---|---|---|---|"]
-    for m in shared:
-        a, b = results[0][m], results[1][m]
+    base_name = f"{base} ({method})" if method else base
+    lines = [f"| method | Dice {output} | Dice {base_name} | difference | paired ± SE (n) |", "|---|---|---|---|---|"]
+    for m, b in pairs:
+        a = results[0][m]
         da, db = a["metrics"].get("dice", math.nan), b["metrics"].get("dice", math.nan)
         lines.append(f"| {m} | {da:.4f} | {db:.4f} | {100 * (da - db):+.1f} | {_format_paired(_row_paired_gain(a, b))} |")
     return _emit("\n".join(lines), save)

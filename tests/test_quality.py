@@ -111,6 +111,13 @@ def test_compare_two_outputs_method_by_method(tmp_path):
     assert lines[2] == "| switch | 0.6250 | 0.5000 | +12.5 | +12.5 ± 12.5 (2) |"  # diffs 0.25 and 0: sd 0.177
     with pytest.raises(quality.QualityError, match="does not exist"):
         quality.compare(outputs["amp"], str(tmp_path / "none"))
+    # every method of one output against one method of the other (an ablation against the baseline)
+    lines = quality.compare(outputs["amp"], outputs["fp32"], method="switch").splitlines()
+    assert [line.split(" | ")[0] for line in lines[2:]] == ["| switch", "| amp"]
+    assert lines[2] == "| switch | 0.6250 | 0.5000 | +12.5 | +12.5 ± 12.5 (2) |"
+    assert lines[3].startswith("| amp | 0.1000 | 0.5000 | -40.0 |")  # no run folder: no paired column
+    with pytest.raises(quality.QualityError, match="has no 'bcp' row"):
+        quality.compare(outputs["amp"], outputs["fp32"], method="bcp")
 
 
 def test_seeds_spread_over_runs(tmp_path):
