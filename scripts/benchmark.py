@@ -138,6 +138,15 @@ def _time(step: Callable[[], None], warmup: int, repeats: int, device: torch.dev
     return times, faults / max(repeats, 1)
 
 
+def _bundle_channels_last(bundle: str, config: str = "train.yaml") -> bool | str:
+    """The ``channels_last`` setting of a bundle's config (``auto`` where it sets none), so that a figure is that of
+    a bundle run: switch_us sets ``true`` (channels-last in fp32 too), the others ``auto`` (with AMP only)."""
+    import yaml  # noqa: PLC0415 - only the switch_us workflows read it
+
+    text = (REPO / "bundles" / bundle / "configs" / config).read_text()
+    return yaml.safe_load(text).get("channels_last", "auto")
+
+
 def _switch_like(workflow: str, cfg: dict, amp: bool, device: torch.device):
     _import_bundle("switch_us")
     from scripts.handlers import EMATeacher, FrequencyDomainSwitch
@@ -152,8 +161,8 @@ def _switch_like(workflow: str, cfg: dict, amp: bool, device: torch.device):
     extra = {"coarse_size": s // 2, "fine_size": s // 8} if workflow == "switch" else {}
     handlers = [teacher, FrequencyDomainSwitch()] if workflow == "switch" else [teacher] if workflow == "bcp" else []
     trainer = cls(device=device, max_epochs=1, epoch_length=1, train_data_loader=[{}], network=net, optimizer=opt,
-                  teacher=teacher if handlers else None, pretrain_iterations=0, amp=amp, channels_last=amp,
-                  train_handlers=handlers, **extra)
+                  teacher=teacher if handlers else None, pretrain_iterations=0, amp=amp,
+                  channels_last=_bundle_channels_last("switch_us"), train_handlers=handlers, **extra)
     label = (torch.rand(b, 1, s, s) > 0.7).float()
     batch = {"image": torch.rand(b, 1, s, s), "label": label, "unlabeled_image": torch.rand(b, 1, s, s)}
     trainer.state.iteration = 1
@@ -169,7 +178,7 @@ def _switch_like(workflow: str, cfg: dict, amp: bool, device: torch.device):
         if workflow != "supervised":
             teacher(trainer)
 
-    return step, {"amp_dtype": str(trainer.amp_dtype), "unit": "s/iteration"}
+    return step, {"amp_dtype": str(trainer.amp_dtype), "channels_last": trainer.channels_last, "unit": "s/iteration"}
 
 
 def _infer2d(cfg: dict, amp: bool, device: torch.device):
@@ -178,9 +187,8 @@ def _infer2d(cfg: dict, amp: bool, device: torch.device):
     from scripts.networks import UNet2D
 
     net = UNet2D(projector=False).to(device).eval()
-    if amp:
-        net = net.to(memory_format=torch.channels_last)
-    inferer = AmpInferer(amp=amp, channels_last=amp, softmax=False, fold_bn=False)
+    channels_last = _bundle_channels_last("switch_us", "inference.yaml")
+    inferer = AmpInferer(amp=amp, channels_last=channels_last, softmax=False, fold_bn=False)
     x = torch.rand(cfg["batch"], 1, cfg["size"], cfg["size"], device=device)
 
     def step() -> None:
@@ -566,6 +574,8 @@ def to_markdown(records: list[dict], meta: dict) -> str:
     for r in records:
         shape = ", ".join(f"{k} {v}" for k, v in r["shape"].items())
         prec = r["precision"] + (f" ({r['amp_dtype'].replace('torch.', '')})" if r.get("amp_dtype") not in (None, "None") else "")
+        if r["precision"] == "fp32" and r.get("channels_last"):
+            prec += ", channels-last"  # switch_us runs fp32 in channels-last; the other bundles only with AMP
         mark = "" if r.get("keep_freed_memory", False) else " *"
         plain_allocator |= bool(mark)
         gpu = " (GPU)" if str(r.get("device", "cpu")).startswith("cuda") else ""

@@ -39,6 +39,18 @@ def test_measure_and_table():
     assert "| fp32 | 0.0034 s/image | 0.04 GB (GPU) |" in benchmark.to_markdown([gpu], {"machine": "m", "threads": 1, "date": "d"})
 
 
+def test_switch_workflows_measure_the_bundles_memory_format():
+    # switch_us trains in channels-last in fp32 too (its configs say true); the figures used to be contiguous
+    assert benchmark._bundle_channels_last("switch_us") is True
+    assert benchmark._bundle_channels_last("switch_us", "inference.yaml") is True
+    assert benchmark._bundle_channels_last("crossmatch_3d") == "auto"
+    rec = benchmark.measure("supervised", "demo", "fp32", device="cpu", threads=1, warmup=0, repeats=1,
+                            keep_freed_memory=False)
+    assert rec["channels_last"] is True and rec["amp_dtype"] == "None"
+    text = benchmark.to_markdown([rec], {"machine": "m", "threads": 1, "date": "d"})
+    assert "| batch 4, size 128 | fp32, channels-last |" in text
+
+
 @pytest.mark.parametrize(("workflow", "unit"), [("mgcc", "s/iteration"), ("ldm_autoencoder", "s/iteration"),
                                               ("ldm_diffusion", "s/iteration"), ("ldm_sample", "s/image"),
                                               ("localcontrast", "s/iteration")])
