@@ -70,8 +70,8 @@ class StreamTrainer(Trainer):
         num_classes: number of classes, background included.
         amp: use automatic mixed precision where the hardware supports it.
         amp_dtype: ``"bfloat16"``/``"float16"`` or None to pick per device.
-        channels_last: channels-last memory format for the network and inputs; ``"auto"``: exactly when mixed
-            precision runs (:func:`.runtime.resolve_channels_last`).
+        channels_last: channels-last memory format for the network and inputs; ``"auto"``: always on CPU, on CUDA
+            when mixed precision runs (:func:`.runtime.resolve_channels_last`).
         train_handlers: handlers attached to the engine.
         key_train_metric, additional_metrics, metric_cmp_fn, postprocessing, iteration_update, event_names,
         event_to_attr, decollate, to_kwargs, non_blocking: as in :class:`monai.engines.SupervisedTrainer`.
@@ -127,7 +127,7 @@ class StreamTrainer(Trainer):
         self.num_classes = int(num_classes)
         self.amp_dtype = resolve_amp_dtype(self.state.device, amp, amp_dtype)
         self.amp = self.amp_dtype is not None
-        self.channels_last = resolve_channels_last(channels_last, self.amp_dtype)
+        self.channels_last = resolve_channels_last(channels_last, self.amp_dtype, self.state.device)
         # fp16 (CUDA without bf16, or asked for with amp_dtype) scales the loss against gradient underflow
         self.scaler = torch.amp.GradScaler(torch.device(device).type) if self.amp_dtype == torch.float16 else None
         self._net = getattr(network, "module", network)  # the model inside a DDP wrapper (encode/decode/project)

@@ -649,13 +649,17 @@ def test_fold_batch_norm_same_function_original_untouched(cm, kind):
         torch.testing.assert_close(folded(x), net.eval()(x), rtol=1e-4, atol=1e-5)
 
 
-def test_channels_last_auto_follows_mixed_precision(cm):
+def test_channels_last_auto_is_on_for_cpu_and_follows_mixed_precision_on_cuda(cm):
     from scripts.common.inference import AmpInferer, SliceResizeInferer
     from scripts.common.runtime import resolve_channels_last
     from scripts.networks import UNet2D
 
-    assert resolve_channels_last("auto", torch.bfloat16) is True and resolve_channels_last("auto", None) is False
+    # oneDNN's CPU convolutions are faster channels-last in fp32 too (docs/results/speed_memory.md)
+    assert resolve_channels_last("auto", torch.bfloat16) is True and resolve_channels_last("auto", None) is True
+    assert resolve_channels_last("auto", None, "cuda:0") is False
+    assert resolve_channels_last("auto", torch.float16, torch.device("cuda")) is True
     assert resolve_channels_last(True, None) is True and resolve_channels_last(False, torch.bfloat16) is False
+    assert resolve_channels_last(False, None, "cpu") is False  # forcing the layout still wins
     with pytest.raises(ValueError, match="True, False or 'auto'"):
         resolve_channels_last("yes", None)
     # a 2D network on a volume, bf16 + channels-last (the folded copy is converted, the network is not)
