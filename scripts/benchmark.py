@@ -13,6 +13,7 @@ Usage (from the repository root)::
     python scripts/benchmark.py run --workflows switch,bcp --settings published --precisions amp
     python scripts/benchmark.py one switch published amp             # a single measurement, printed as JSON
     python scripts/benchmark.py profile switch published amp         # where the time goes (torch.profiler)
+    python scripts/benchmark.py layout crossmatch_acdc published fp32  # contiguous against channels-last
 
 Writes ``benchmarks/results.json`` and ``benchmarks/results.md`` (``--output`` to change the folder). A table
 measured on another machine is not overwritten: ``run`` stops and asks for another ``--output`` folder, or for
@@ -147,7 +148,7 @@ def _bundle_channels_last(bundle: str, config: str = "train.yaml") -> bool | str
     return yaml.safe_load(text).get("channels_last", "auto")
 
 
-def _switch_like(workflow: str, cfg: dict, amp: bool, device: torch.device):
+def _switch_like(workflow: str, cfg: dict, amp: bool, device: torch.device, layout: bool | str | None = None):
     _import_bundle("switch_us")
     from scripts.handlers import EMATeacher, FrequencyDomainSwitch
     from scripts.networks import UNet2D
@@ -162,7 +163,8 @@ def _switch_like(workflow: str, cfg: dict, amp: bool, device: torch.device):
     handlers = [teacher, FrequencyDomainSwitch()] if workflow == "switch" else [teacher] if workflow == "bcp" else []
     trainer = cls(device=device, max_epochs=1, epoch_length=1, train_data_loader=[{}], network=net, optimizer=opt,
                   teacher=teacher if handlers else None, pretrain_iterations=0, amp=amp,
-                  channels_last=_bundle_channels_last("switch_us"), train_handlers=handlers, **extra)
+                  channels_last=_bundle_channels_last("switch_us") if layout is None else layout,
+                  train_handlers=handlers, **extra)
     label = (torch.rand(b, 1, s, s) > 0.7).float()
     batch = {"image": torch.rand(b, 1, s, s), "label": label, "unlabeled_image": torch.rand(b, 1, s, s)}
     trainer.state.iteration = 1
@@ -181,13 +183,13 @@ def _switch_like(workflow: str, cfg: dict, amp: bool, device: torch.device):
     return step, {"amp_dtype": str(trainer.amp_dtype), "channels_last": trainer.channels_last, "unit": "s/iteration"}
 
 
-def _infer2d(cfg: dict, amp: bool, device: torch.device):
+def _infer2d(cfg: dict, amp: bool, device: torch.device, layout: bool | str | None = None):
     _import_bundle("switch_us")
     from scripts.common.inference import AmpInferer
     from scripts.networks import UNet2D
 
     net = UNet2D(projector=False).to(device).eval()
-    channels_last = _bundle_channels_last("switch_us", "inference.yaml")
+    channels_last = _bundle_channels_last("switch_us", "inference.yaml") if layout is None else layout
     inferer = AmpInferer(amp=amp, channels_last=channels_last, softmax=False, fold_bn=False)
     x = torch.rand(cfg["batch"], 1, cfg["size"], cfg["size"], device=device)
 
@@ -195,12 +197,20 @@ def _infer2d(cfg: dict, amp: bool, device: torch.device):
         with torch.no_grad():
             torch.softmax(inferer(x, net), 1).argmax(1)
 
-    return step, {"unit": "s/image"}
+    return step, {"channels_last": _resolved_layout(channels_last, amp, device), "unit": "s/image"}
 
 
-def _crossmatch(workflow: str, cfg: dict, amp: bool, device: torch.device):
+def _resolved_layout(channels_last: bool | str, amp: bool, device: torch.device) -> bool:
+    """Whether an inferer with these settings runs channels-last (the bundles' rule for ``auto``)."""
+    from scripts.common.runtime import resolve_amp_dtype, resolve_channels_last  # noqa: PLC0415 - the bundle's
+
+    return resolve_channels_last(channels_last, resolve_amp_dtype(device, amp), device)
+
+
+def _crossmatch(workflow: str, cfg: dict, amp: bool, device: torch.device, layout: bool | str | None = None):
     """A CrossMatch iteration (LA V-Net or ACDC U-Net) or an LA sliding-window inference, with the bundle's defaults
-    (AMP as asked; channels-last as the bundle's ``auto``: on when mixed precision runs)."""
+    (AMP as asked; the layout as the bundle's ``channels_last: auto``) unless ``layout`` forces one."""
+    channels_last = "auto" if layout is None else layout
     _import_bundle("crossmatch_3d")
     from scripts.common.inference import AmpInferer
     from scripts.inferers import PaperSlidingWindowInferer
@@ -216,13 +226,13 @@ def _crossmatch(workflow: str, cfg: dict, amp: bool, device: torch.device):
             from monai.inferers import SlidingWindowInferer
 
             base = SlidingWindowInferer(roi_size=patch, sw_batch_size=2, overlap=0.5, mode="gaussian")
-        inferer = AmpInferer(base, amp=amp)
+        inferer = AmpInferer(base, amp=amp, channels_last=channels_last)
         x = torch.randn(1, 1, *cfg["volume"], device=device)
 
         def infer() -> None:
             inferer(x, net).argmax(1)
 
-        return infer, {"unit": "s/volume"}
+        return infer, {"channels_last": _resolved_layout(channels_last, amp, device), "unit": "s/volume"}
 
     b = cfg["batch"]
     if workflow == "crossmatch_la":
@@ -234,7 +244,7 @@ def _crossmatch(workflow: str, cfg: dict, amp: bool, device: torch.device):
         opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=1e-4)
         spatial, classes, extra = (cfg["size"], cfg["size"]), 4, {"conf_threshold": 0.95, "kd_weight": 0.5}
     trainer = CrossMatchTrainer(device=device, max_epochs=1, epoch_length=1, train_data_loader=[{}], network=net,
-                                optimizer=opt, num_classes=classes, amp=amp, **extra)
+                                optimizer=opt, num_classes=classes, amp=amp, channels_last=channels_last, **extra)
     batch = {"image": torch.randn(b, 1, *spatial), "label": torch.randint(0, classes, (b, 1, *spatial))}
     for key in ("unlabeled_image", "mix_image"):
         for suffix in ("", "_s1", "_s2"):
@@ -244,10 +254,10 @@ def _crossmatch(workflow: str, cfg: dict, amp: bool, device: torch.device):
     def step() -> None:
         trainer._iteration(trainer, dict(batch))
 
-    return step, {"amp_dtype": str(trainer.amp_dtype), "unit": "s/iteration"}
+    return step, {"amp_dtype": str(trainer.amp_dtype), "channels_last": trainer.channels_last, "unit": "s/iteration"}
 
 
-def _mgcc(cfg: dict, amp: bool, device: torch.device):
+def _mgcc(cfg: dict, amp: bool, device: torch.device, layout: bool | str | None = None):
     """One MGCC iteration: 4 labelled + 4 unlabelled images through the four decoders, loss, update."""
     from scripts.networks import MGCCNet
     from scripts.trainer import MGCCTrainer
@@ -256,7 +266,7 @@ def _mgcc(cfg: dict, amp: bool, device: torch.device):
     net = MGCCNet(width=cfg["width"], mixer_depth=cfg["mixer_depth"]).to(device)
     opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
     trainer = MGCCTrainer(device=device, max_epochs=1, epoch_length=1, train_data_loader=[{}], network=net,
-                          optimizer=opt, amp=amp, channels_last="auto")
+                          optimizer=opt, amp=amp, channels_last="auto" if layout is None else layout)
     batch = {"image": torch.rand(b, 1, s, s), "label": (torch.rand(b, 1, s, s) > 0.7).float(),
              "unlabeled_image": torch.rand(b, 1, s, s)}
     trainer.state.iteration = 1
@@ -264,7 +274,7 @@ def _mgcc(cfg: dict, amp: bool, device: torch.device):
     def step() -> None:
         trainer._iteration(trainer, dict(batch))
 
-    return step, {"amp_dtype": str(trainer.amp_dtype), "unit": "s/iteration"}
+    return step, {"amp_dtype": str(trainer.amp_dtype), "channels_last": trainer.channels_last, "unit": "s/iteration"}
 
 
 def _ldm(workflow: str, cfg: dict, amp: bool, device: torch.device):
@@ -326,7 +336,7 @@ def _ldm(workflow: str, cfg: dict, amp: bool, device: torch.device):
     return step, {"amp_dtype": "None", "unit": "s/image"}
 
 
-def _localcontrast(cfg: dict, amp: bool, device: torch.device):
+def _localcontrast(cfg: dict, amp: bool, device: torch.device, layout: bool | str | None = None):
     """One joint iteration of the local contrastive self-training: the segmentation batch and 10 contrastive pairs
     (5 labelled + 5 pseudo-labelled slices) in one forward pass, both losses, update."""
     from scripts.data import CONTRAST_LABELED, CONTRAST_UNLABELED
@@ -340,7 +350,8 @@ def _localcontrast(cfg: dict, amp: bool, device: torch.device):
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     trainer = LocalContrastTrainer(device=device, max_epochs=1, epoch_length=1, train_data_loader=[{}], network=net,
                                    optimizer=opt, loss=JointLoss(c), supervised_iterations=0,
-                                   intensity=RandBrightnessContrast(), num_classes=c, amp=amp, channels_last="auto")
+                                   intensity=RandBrightnessContrast(), num_classes=c, amp=amp,
+                                   channels_last="auto" if layout is None else layout)
 
     def labels(k: int) -> torch.Tensor:  # every class in every slice: four bands
         lab = torch.zeros(k, 1, s, s)
@@ -356,17 +367,21 @@ def _localcontrast(cfg: dict, amp: bool, device: torch.device):
     def step() -> None:
         trainer._iteration(trainer, dict(batch))
 
-    return step, {"amp_dtype": str(trainer.amp_dtype), "unit": "s/iteration"}
+    return step, {"amp_dtype": str(trainer.amp_dtype), "channels_last": trainer.channels_last, "unit": "s/iteration"}
 
 
 def _build(workflow: str, setting: str, precision: str, device: str | None, threads: int,
-           keep_freed_memory: bool = True):
+           keep_freed_memory: bool = True,
+           layout: bool | None = None):
     """The step function of one workflow at one setting and precision, with its record fields, config and device.
 
     ``keep_freed_memory`` applies the bundles' allocator setting of the same name (their configs' default), so the
-    figures are those of a bundle run.
+    figures are those of a bundle run. ``layout`` forces the memory format (True: channels-last, False: contiguous)
+    where the bundle's own setting would decide.
     """
     _check([workflow], [setting], [precision])
+    if layout is not None and workflow.startswith("ldm_"):
+        raise BenchmarkError(f"{workflow} has no memory-format setting (the generation stage runs contiguous)")
     _check_counts(threads=threads)
     torch.set_num_threads(int(threads))
     torch.manual_seed(0)
@@ -376,17 +391,17 @@ def _build(workflow: str, setting: str, precision: str, device: str | None, thre
     cfg = SETTINGS[workflow][setting]
     amp = precision == "amp"
     if workflow in ("switch", "bcp", "supervised"):
-        step, info = _switch_like(workflow, cfg, amp, dev)
+        step, info = _switch_like(workflow, cfg, amp, dev, layout)
     elif workflow == "infer2d":
-        step, info = _infer2d(cfg, amp, dev)
+        step, info = _infer2d(cfg, amp, dev, layout)
     elif workflow == "mgcc":
-        step, info = _mgcc(cfg, amp, dev)
+        step, info = _mgcc(cfg, amp, dev, layout)
     elif workflow.startswith("ldm_"):
         step, info = _ldm(workflow, cfg, amp, dev)
     elif workflow == "localcontrast":
-        step, info = _localcontrast(cfg, amp, dev)
+        step, info = _localcontrast(cfg, amp, dev, layout)
     else:
-        step, info = _crossmatch(workflow, cfg, amp, dev)
+        step, info = _crossmatch(workflow, cfg, amp, dev, layout)
     return step, info, cfg, dev
 
 
@@ -415,6 +430,31 @@ def profile(workflow: str, setting: str = "published", precision: str = "amp", d
     path.write_text(text + "\n")
     print(text)  # noqa: T201 - the table is this command's output
     return str(path)
+
+
+def layout(workflow: str, setting: str = "published", precision: str = "fp32", device: str | None = None,
+           threads: int = 2, rounds: int = 3, keep_freed_memory: bool = True) -> dict:
+    """Contiguous against channels-last for one workflow, timed alternately in one process.
+
+    Both variants are built (same seed), stepped once untimed, then timed in ``rounds`` alternating rounds, so that
+    other load on the machine slows both alike: the ratio stays meaningful on a shared CPU where absolute figures do
+    not. Prints and returns the median seconds of each layout and their ratio.
+    """
+    _check_counts(rounds=rounds)
+    steps, record = {}, {"workflow": workflow, "setting": setting, "precision": precision, "machine": _machine(),
+                         "threads": int(threads)}
+    for channels_last in (False, True):
+        steps[channels_last], _, _, dev = _build(workflow, setting, precision, device, threads, keep_freed_memory,
+                                                 layout=channels_last)
+        steps[channels_last]()
+    times = {False: [], True: []}
+    for _ in range(int(rounds)):
+        for channels_last, step in steps.items():
+            times[channels_last] += _time(step, 0, 1, dev)[0]
+    record["contiguous_s"], record["channels_last_s"] = (statistics.median(times[k]) for k in (False, True))
+    record["speedup"] = record["contiguous_s"] / record["channels_last_s"]
+    print(json.dumps(record))  # noqa: T201 - the comparison is this command's output
+    return record
 
 
 def one(workflow: str, setting: str = "published", precision: str = "amp", device: str | None = None,
@@ -590,7 +630,7 @@ def to_markdown(records: list[dict], meta: dict) -> str:
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     try:
-        fire_cli({"run": run, "one": one, "profile": profile}, BenchmarkError)
+        fire_cli({"run": run, "one": one, "profile": profile, "layout": layout}, BenchmarkError)
     except BenchmarkError as e:
         logger.error("%s", e)
         sys.exit(2)

@@ -29,14 +29,15 @@ def test_measure_and_table():
     text = benchmark.to_markdown([rec], {"machine": "test cpu", "threads": 1, "date": "2026-12-01"})
     assert "Measured on test cpu with 1 threads" in text
     # a measurement without the bundles' allocator setting is marked as such
-    assert f"| 2D inference per image | demo | batch 1, size 128 | fp32 | {benchmark.format_seconds(rec['median_s'])} s/image * |" in text
+    assert rec["channels_last"] is True  # switch_us's inference.yaml: channels_last true
+    assert f"| 2D inference per image | demo | batch 1, size 128 | fp32, channels-last | {benchmark.format_seconds(rec['median_s'])} s/image * |" in text
     assert "default allocator behaviour" in text
     text = benchmark.to_markdown([{**rec, "keep_freed_memory": True}], {"machine": "m", "threads": 1, "date": "d"})
-    assert f"| fp32 | {benchmark.format_seconds(rec['median_s'])} s/image |" in text and "allocator" not in text
+    assert f"| fp32, channels-last | {benchmark.format_seconds(rec['median_s'])} s/image |" in text and "allocator" not in text
     # GPU steps take milliseconds: two significant digits below 0.1 s; GPU memory is labelled as such
     assert [benchmark.format_seconds(v) for v in (2.284, 0.1, 0.0767, 0.0047)] == ["2.28", "0.10", "0.077", "0.0047"]
     gpu = {**rec, "device": "cuda:0", "median_s": 0.0034, "peak_memory_mb": 41.0, "keep_freed_memory": True}
-    assert "| fp32 | 0.0034 s/image | 0.04 GB (GPU) |" in benchmark.to_markdown([gpu], {"machine": "m", "threads": 1, "date": "d"})
+    assert "| fp32, channels-last | 0.0034 s/image | 0.04 GB (GPU) |" in benchmark.to_markdown([gpu], {"machine": "m", "threads": 1, "date": "d"})
 
 
 def test_switch_workflows_measure_the_bundles_memory_format():
@@ -49,6 +50,22 @@ def test_switch_workflows_measure_the_bundles_memory_format():
     assert rec["channels_last"] is True and rec["amp_dtype"] == "None"
     text = benchmark.to_markdown([rec], {"machine": "m", "threads": 1, "date": "d"})
     assert "| batch 4, size 128 | fp32, channels-last |" in text
+
+
+def test_layout_times_both_memory_formats_alternately(capsys):
+    rec = benchmark.layout("crossmatch_acdc", "demo", "fp32", device="cpu", threads=1, rounds=2,
+                           keep_freed_memory=False)
+    assert rec["contiguous_s"] > 0 and rec["channels_last_s"] > 0
+    assert rec["speedup"] == pytest.approx(rec["contiguous_s"] / rec["channels_last_s"])
+    assert '"speedup"' in capsys.readouterr().out
+    # each built variant really runs in the layout it names
+    for forced in (False, True):
+        _, info, _, _ = benchmark._build("crossmatch_acdc", "demo", "fp32", "cpu", 1, False, layout=forced)
+        assert info["channels_last"] is forced
+    with pytest.raises(benchmark.BenchmarkError, match="no memory-format setting"):
+        benchmark.layout("ldm_sample", "demo")
+    with pytest.raises(benchmark.BenchmarkError, match="--rounds must be at least 1"):
+        benchmark.layout("crossmatch_acdc", "demo", rounds=0)
 
 
 @pytest.mark.parametrize(("workflow", "unit"), [("mgcc", "s/iteration"), ("ldm_autoencoder", "s/iteration"),
