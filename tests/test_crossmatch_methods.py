@@ -649,15 +649,25 @@ def test_fold_batch_norm_same_function_original_untouched(cm, kind):
         torch.testing.assert_close(folded(x), net.eval()(x), rtol=1e-4, atol=1e-5)
 
 
-def test_channels_last_auto_is_on_for_cpu_and_follows_mixed_precision_on_cuda(cm):
+def test_channels_last_auto_follows_mixed_precision_and_avx512(cm, monkeypatch):
+    from scripts.common import runtime
     from scripts.common.inference import AmpInferer, SliceResizeInferer
     from scripts.common.runtime import resolve_channels_last
     from scripts.networks import UNet2D
 
-    # oneDNN's CPU convolutions are faster channels-last in fp32 too (docs/results/speed_memory.md)
-    assert resolve_channels_last("auto", torch.bfloat16) is True and resolve_channels_last("auto", None) is True
-    assert resolve_channels_last("auto", None, "cuda:0") is False
-    assert resolve_channels_last("auto", torch.float16, torch.device("cuda")) is True
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    for flags, fp32_cpu in (({"avx2", "avx512f"}, True), ({"avx2"}, False)):
+        monkeypatch.setattr(runtime, "_cpu_flags", lambda flags=flags: frozenset(flags))
+        assert resolve_channels_last("auto", torch.bfloat16) is True
+        # fp32 on CPU: channels-last where oneDNN has AVX-512 kernels (faster there, even or slower with AVX2)
+        assert resolve_channels_last("auto", None) is fp32_cpu and runtime.cpu_has_avx512() is fp32_cpu
+        assert resolve_channels_last("auto", None, "cuda:0") is False
+        assert resolve_channels_last("auto", torch.float16, torch.device("cuda")) is True
+    monkeypatch.setattr(runtime, "_cpu_flags", lambda: frozenset({"avx2", "avx512f"}))
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")  # oneDNN capped below AVX-512 runs AVX2 kernels
+    assert runtime.cpu_has_avx512() is False and resolve_channels_last("auto", None) is False
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx512_core_bf16")
+    assert runtime.cpu_has_avx512() is True
     assert resolve_channels_last(True, None) is True and resolve_channels_last(False, torch.bfloat16) is False
     assert resolve_channels_last(False, None, "cpu") is False  # forcing the layout still wins
     with pytest.raises(ValueError, match="True, False or 'auto'"):

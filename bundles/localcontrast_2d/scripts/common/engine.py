@@ -71,8 +71,8 @@ class StreamTrainer(Trainer):
         num_classes: number of classes, background included.
         amp: use automatic mixed precision where the hardware supports it.
         amp_dtype: ``"bfloat16"``/``"float16"`` or None to pick per device.
-        channels_last: channels-last memory format for the network and inputs; ``"auto"``: always on CPU, on CUDA
-            when mixed precision runs (:func:`.runtime.resolve_channels_last`).
+        channels_last: channels-last memory format for the network and inputs; ``"auto"``: with mixed precision,
+            and in fp32 on CPUs with AVX-512 (:func:`.runtime.resolve_channels_last`).
         train_handlers: handlers attached to the engine.
         key_train_metric, additional_metrics, metric_cmp_fn, postprocessing, iteration_update, event_names,
         event_to_attr, decollate, to_kwargs, non_blocking: as in :class:`monai.engines.SupervisedTrainer`.

@@ -65,8 +65,8 @@ class AmpInferer(Inferer):
         amp: use mixed precision where supported (bf16 on CPUs with native bf16; bf16/fp16 on CUDA).
         amp_dtype: force ``"bfloat16"``/``"float16"``; None picks per device.
         channels_last: feed the network channels-last tensors (a folded copy is converted here; convert a network
-            that is not folded once, see :func:`.runtime.network_to_memory_format`); ``"auto"``: always on CPU,
-            on CUDA when mixed precision runs (:func:`.runtime.resolve_channels_last`).
+            that is not folded once, see :func:`.runtime.network_to_memory_format`); ``"auto"``: with mixed
+            precision, and in fp32 on CPUs with AVX-512 (:func:`.runtime.resolve_channels_last`).
         softmax: return softmax probabilities per window/slice (averaged by the wrapped inferer), else logits.
         fold_bn: run an eval-mode ``nn.Module`` network as a copy with its batch norms folded into the convolutions
             (:func:`fold_batch_norm`, made once per call: the network may have been trained in between; about 40 ms

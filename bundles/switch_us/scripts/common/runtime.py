@@ -20,6 +20,7 @@ import torch
 
 __all__ = [
     "amp_context",
+    "cpu_has_avx512",
     "cpu_supports_bf16",
     "default_device",
     "is_main_process",
@@ -53,13 +54,27 @@ def default_device() -> torch.device:
 
 
 @functools.lru_cache(maxsize=1)
+def _cpu_flags() -> frozenset[str]:
+    """The instruction-set flags of this CPU (empty where ``/proc/cpuinfo`` cannot be read)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return frozenset()
+    line = next((ln for ln in text.splitlines() if ln.startswith("flags")), "")
+    return frozenset(line.partition(":")[2].split())
+
+
 def cpu_supports_bf16() -> bool:
     """Whether this CPU has native bfloat16 matrix instructions (AVX512-BF16 or AMX)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
+    return bool({"avx512_bf16", "amx_bf16"} & _cpu_flags())
+
+
+def cpu_has_avx512() -> bool:
+    """Whether oneDNN runs AVX-512 kernels here: the CPU has AVX512F and ``ONEDNN_MAX_CPU_ISA`` does not cap it."""
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
+    if cap and cap != "ALL" and not cap.startswith(("AVX512", "AVX10", "AMX")):
         return False
-    return any(f in flags for f in ("avx512_bf16", "amx_bf16"))
+    return "avx512f" in _cpu_flags()
 
 
 def resolve_amp_dtype(
@@ -118,11 +133,11 @@ def to_memory_format(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
 def resolve_channels_last(
     channels_last: bool | str, amp_dtype: torch.dtype | None, device: torch.device | str = "cpu"
 ) -> bool:
-    """Whether to use the channels-last memory format; ``"auto"``: always on CPU, on CUDA when mixed precision runs.
+    """Whether to use the channels-last memory format.
 
-    On CPU, oneDNN's convolutions are faster on channels-last tensors in fp32 as well as in bf16: 1.2-1.4x per
-    training iteration of every bundle's network in fp32 (``docs/results/speed_memory.md``). On CUDA it is kept
-    for mixed precision, where the tensor cores want it.
+    ``"auto"``: when mixed precision runs, and in fp32 on CPUs with AVX-512. There, oneDNN's fp32 convolutions are
+    1.2-1.4x faster per training iteration channels-last; with AVX2 only, the same comparison was even or slower
+    for the CrossMatch networks (``docs/results/speed_memory.md``), so fp32 stays contiguous there and on CUDA.
 
     Raises:
         ValueError: a value other than a boolean or ``"auto"``.
@@ -130,7 +145,7 @@ def resolve_channels_last(
     if isinstance(channels_last, str):
         if channels_last != "auto":
             raise ValueError(f"channels_last must be True, False or 'auto', got {channels_last!r}.")
-        return torch.device(device).type == "cpu" or amp_dtype is not None
+        return amp_dtype is not None or (torch.device(device).type == "cpu" and cpu_has_avx512())
     return bool(channels_last)
 
 
