@@ -503,6 +503,8 @@ def _machine() -> str:
         cpu += f" ({'/'.join(bf16) if bf16 else 'no native bf16: no AMX, no AVX512-BF16'})"
     except (OSError, StopIteration):
         pass
+    if os.environ.get("ONEDNN_MAX_CPU_ISA"):  # the kernels of a smaller CPU, emulated: say so beside the figure
+        cpu += f", oneDNN capped at {os.environ['ONEDNN_MAX_CPU_ISA']}"
     gpu = f", {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
     return f"{cpu}, {os.cpu_count()} cores{gpu}, torch {torch.__version__}"
 

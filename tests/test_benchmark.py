@@ -52,6 +52,13 @@ def test_switch_workflows_measure_the_bundles_memory_format():
     assert "| batch 4, size 128 | fp32, channels-last |" in text
 
 
+def test_machine_names_an_isa_cap(monkeypatch):
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    assert "capped" not in benchmark._machine()
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert "oneDNN capped at AVX2" in benchmark._machine()  # a table measured so is not taken for this CPU's
+
+
 def test_layout_times_both_memory_formats_alternately(capsys):
     rec = benchmark.layout("crossmatch_acdc", "demo", "fp32", device="cpu", threads=1, rounds=2,
                            keep_freed_memory=False)
