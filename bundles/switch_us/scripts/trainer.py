@@ -105,6 +105,12 @@ class SemiSupervisedTrainer(StreamTrainer):
     def selftrain_step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict, torch.Tensor]:
         raise NotImplementedError
 
+    def supervised_step(self, batch: dict[str, torch.Tensor], softmax: bool = True) -> tuple[torch.Tensor, dict, torch.Tensor]:
+        """``(CE + Dice) / 2`` on the labelled images as they are: the supervised-only baseline's step."""
+        logits = self.forward(batch[Keys.IMAGE])
+        dice, ce = masked_dice_ce(logits, batch[Keys.LABEL], softmax=softmax)
+        return (dice + ce) / 2, {"loss_dice": dice, "loss_ce": ce}, logits.detach()
+
     def pseudo_label(self, images: torch.Tensor, threshold: float = 0.5, keep_largest: bool = True) -> torch.Tensor:
         """Teacher pseudo-labels: foreground probability >= ``threshold`` (binary) or argmax, then LCC."""
         if self.teacher is None:
@@ -136,9 +142,7 @@ class SupervisedBaselineTrainer(SemiSupervisedTrainer):
         return self.selftrain_step(batch)
 
     def selftrain_step(self, batch):
-        logits = self.forward(batch[Keys.IMAGE])
-        dice, ce = masked_dice_ce(logits, batch[Keys.LABEL], softmax=not self.dice_on_logits)
-        return (dice + ce) / 2, {"loss_dice": dice, "loss_ce": ce}, logits.detach()
+        return self.supervised_step(batch, softmax=not self.dice_on_logits)
 
 
 class _MixTrainer(SemiSupervisedTrainer):
@@ -205,9 +209,7 @@ class _MixTrainer(SemiSupervisedTrainer):
 
     def pretrain_step(self, batch):
         if not self.pretrain_mix:
-            logits = self.forward(batch[Keys.IMAGE])
-            dice, ce = masked_dice_ce(logits, batch[Keys.LABEL])
-            return (dice + ce) / 2, {"loss_dice": dice, "loss_ce": ce}, logits.detach()
+            return self.supervised_step(batch)
         (li, lj), (yi, yj) = self.halves(batch[Keys.IMAGE]), self.halves(batch[Keys.LABEL])
         m = self.make_mask(li.shape[0], li.shape[2:])
         logits = self.forward(mix(li, lj, m))
