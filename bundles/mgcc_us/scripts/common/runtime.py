@@ -135,9 +135,9 @@ def resolve_channels_last(
 ) -> bool:
     """Whether to use the channels-last memory format.
 
-    ``"auto"``: when mixed precision runs, and in fp32 on CPUs with AVX-512. There, oneDNN's fp32 convolutions are
-    1.2-1.4x faster per training iteration channels-last; with AVX2 only, the same comparison was even or slower
-    for the CrossMatch networks (``docs/results/speed_memory.md``), so fp32 stays contiguous there and on CUDA.
+    ``"auto"``: when mixed precision runs, and in fp32 on CPUs with AVX-512. There, every bundle's fp32 training
+    iteration was 1.16-1.33x faster channels-last; with AVX2 kernels the same comparison ranged from 0.97x to 1.39x
+    (``docs/results/speed_memory.md``), so fp32 stays contiguous there and on CUDA.
 
     Raises:
         ValueError: a value other than a boolean or ``"auto"``.
